@@ -1,0 +1,175 @@
+"""Command line: `kl3m-desk [--model DIR] [FILE]` opens the window; `kl3m-desk generate` streams a
+completion to standard output with the same engine and no Qt."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from kl3m_desk import APP_NAME, __version__
+from kl3m_desk.logging_setup import configure_logging, log_startup
+from kl3m_desk.params import PARAMETERS, ParameterSpec, SamplingParams
+
+log = logging.getLogger(__name__)
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _option_help(spec: ParameterSpec) -> str:
+    unit = f" {spec.unit}" if spec.unit else ""
+    default = (
+        "blank: a new random seed" if spec.default is None else spec.format_value(spec.default)
+    )
+    return f"{spec.help} Range {spec.describe_range()}{unit}; default {default}."
+
+
+def build_gui_parser() -> argparse.ArgumentParser:
+    """Return the parser of the windowed command."""
+    parser = argparse.ArgumentParser(
+        prog=APP_NAME,
+        description="Offline drafting editor: a legal language model continues your document at "
+        "the cursor. Run `kl3m-desk generate --help` for the command-line generator.",
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        metavar="DIR",
+        help="model folder to load (default: the last folder used)",
+    )
+    parser.add_argument("--debug", action="store_true", help="log at DEBUG level")
+    parser.add_argument("--version", action="version", version=f"{APP_NAME} {__version__}")
+    parser.add_argument(
+        "file", type=Path, nargs="?", metavar="FILE", help="UTF-8 .txt or .md document to open"
+    )
+    return parser
+
+
+def build_generate_parser() -> argparse.ArgumentParser:
+    """Return the parser of `kl3m-desk generate`, with one option per sampling parameter."""
+    parser = argparse.ArgumentParser(
+        prog=f"{APP_NAME} generate",
+        description="Continue PROMPT with the model and stream the completion to standard output. "
+        "Timing and the seed of each sequence go to standard error.",
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        metavar="DIR",
+        help="model folder to load (default: the last folder used in the window)",
+    )
+    for spec in PARAMETERS:
+        parser.add_argument(
+            spec.option,
+            dest=spec.name,
+            type=int if spec.kind == "int" else float,
+            default=spec.default,
+            metavar=spec.metavar,
+            help=_option_help(spec),
+        )
+    parser.add_argument(
+        "--num-return-sequences",
+        type=int,
+        default=1,
+        metavar="N",
+        help="number of completions to generate one after another, each printed "
+        "under a header; with --seed S they use seeds S, S+1, ...; default 1.",
+    )
+    parser.add_argument("--debug", action="store_true", help="log at DEBUG level to standard error")
+    parser.add_argument(
+        "prompt",
+        metavar="PROMPT",
+        help='text to continue; "-" reads it from standard input; "" starts an empty document',
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return the exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["generate"]:
+        return run_generate(arguments[1:])
+
+    options = build_gui_parser().parse_args(arguments)
+    log_path = configure_logging(debug=options.debug, console=options.debug)
+    log_startup()
+    from kl3m_desk.ui.app import run_gui  # Qt is imported only for the window
+
+    return run_gui(options.model, options.file, log_path)
+
+
+def run_generate(arguments: Sequence[str]) -> int:
+    """Run `kl3m-desk generate`; see `build_generate_parser`."""
+    parser = build_generate_parser()
+    options = parser.parse_args(arguments)
+    configure_logging(debug=options.debug, console=options.debug)
+    log_startup()
+    try:
+        params = SamplingParams.from_mapping(
+            {spec.name: getattr(options, spec.name) for spec in PARAMETERS}
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    if options.num_return_sequences < 1:
+        parser.error(
+            f"--num-return-sequences must be 1 or more, not {options.num_return_sequences}."
+        )
+    prompt_text = sys.stdin.read() if options.prompt == "-" else options.prompt
+
+    from kl3m_desk.generation import build_prompt, stream_completion
+    from kl3m_desk.model import ModelLoadError, load_model
+    from kl3m_desk.settings import Settings
+
+    folder = options.model or Settings.load().last_model_dir
+    if folder is None:
+        parser.error("no model folder: pass --model DIR.")
+    try:
+        loaded = load_model(folder)
+    except ModelLoadError as error:
+        print(f"{APP_NAME}: {error}", file=sys.stderr)
+        return EXIT_ERROR
+
+    cancel = threading.Event()
+
+    def interrupt(_signal: int, _frame: FrameType | None) -> None:
+        cancel.set()
+
+    previous_handler = signal.signal(signal.SIGINT, interrupt)
+    try:
+        prompt = build_prompt(loaded, prompt_text, params.max_new_tokens)
+        if prompt.dropped_characters:
+            print(
+                f"[prompt: the earliest {prompt.dropped_characters:,} characters did not fit the "
+                f"{prompt.available}-token window and were dropped]",
+                file=sys.stderr,
+            )
+        for index in range(options.num_return_sequences):
+            if options.num_return_sequences > 1:
+                print(
+                    f"\n=== Sequence {index + 1} of {options.num_return_sequences} ===", flush=True
+                )
+            seed = None if params.seed is None else (params.seed + index) % 2**32
+            result = stream_completion(
+                loaded,
+                prompt,
+                params.replace(seed=seed),
+                lambda piece: print(piece, end="", flush=True),
+                cancel,
+            )
+            print(flush=True)
+            print(
+                f"[{len(result.token_ids)} tokens, {result.tokens_per_second:.1f} tokens/s, "
+                f"stop: {result.stop_reason}, seed {result.seed}]",
+                file=sys.stderr,
+            )
+            if cancel.is_set():
+                return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+    return 0

@@ -1,0 +1,274 @@
+"""Streaming text generation: prompt window, sampling loop and incremental decoding.
+
+Nothing here touches Qt. `stream_completion` runs the decode loop on the calling thread and hands
+each new piece of text to a callback; the GUI runs it on a worker thread and the command line on
+the main thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from kl3m_desk.model import LoadedModel
+from kl3m_desk.params import SamplingParams
+
+log = logging.getLogger(__name__)
+
+# A prompt window of N tokens never spans more than N * MAX_CHARS_PER_TOKEN characters of legal
+# text (the kl3m-001-32k tokenizer averages 2.1-2.7 characters per token), so only that tail of a
+# long document is tokenized. A text with longer tokens keeps fewer tokens, never more positions.
+MAX_CHARS_PER_TOKEN = 16
+
+StopReason = Literal["eos", "length", "stopped"]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """The token window given to the model, cut from the text before the cursor."""
+
+    ids: tuple[int, ...]
+    available: int  # positions left for the prompt after max new tokens
+    text_length: int  # characters of text before the cursor
+    start: int  # character offset in that text where the window starts; > 0 when text was dropped
+
+    @property
+    def used(self) -> int:
+        """Number of prompt tokens given to the model."""
+        return len(self.ids)
+
+    @property
+    def dropped_characters(self) -> int:
+        """Characters at the start of the text that did not fit in the window."""
+        return self.start
+
+
+def build_prompt(loaded: LoadedModel, text: str, max_new_tokens: int) -> Prompt:
+    """Tokenize `text` into a window that leaves room for `max_new_tokens` new tokens.
+
+    When the text does not fit, the tokens nearest the end (the cursor) are kept and the oldest
+    are dropped, so prompt and completion together never exceed the model's positions. Empty text
+    starts from the BOS token.
+    """
+    max_new_tokens = clamp_max_new_tokens(loaded, max_new_tokens)
+    available = loaded.max_positions - max_new_tokens
+    if not text:
+        bos = loaded.bos_token_id if loaded.bos_token_id is not None else min(loaded.eos_token_ids)
+        return Prompt(ids=(bos,), available=available, text_length=0, start=0)
+
+    tail_start = max(0, len(text) - available * MAX_CHARS_PER_TOKEN)
+    encoding = loaded.tokenizer(
+        text[tail_start:], add_special_tokens=False, return_offsets_mapping=True
+    )
+    ids: list[int] = list(encoding["input_ids"])
+    offsets: list[tuple[int, int]] = list(encoding["offset_mapping"])
+    first = max(0, len(ids) - available)
+    # Byte-level tokens of one character share its offsets: never start inside a character.
+    while 0 < first < len(ids) and offsets[first][0] == offsets[first - 1][0]:
+        first += 1
+    if not ids[first:]:
+        bos = loaded.bos_token_id if loaded.bos_token_id is not None else min(loaded.eos_token_ids)
+        return Prompt(ids=(bos,), available=available, text_length=len(text), start=len(text))
+    start = tail_start + (offsets[first][0] if first > 0 else 0)
+    return Prompt(ids=tuple(ids[first:]), available=available, text_length=len(text), start=start)
+
+
+def clamp_max_new_tokens(loaded: LoadedModel, max_new_tokens: int) -> int:
+    """Return `max_new_tokens` limited so that at least one prompt token fits the window."""
+    return max(1, min(max_new_tokens, loaded.max_positions - 1))
+
+
+class StreamDecoder:
+    """Incremental detokenizer whose pieces join to exactly `tokenizer.decode(all ids)`.
+
+    kl3m-001-32k spells rare characters (Ω, 東, emoji) as several byte tokens, and decoding a
+    partial character yields U+FFFD. The decoder therefore decodes a short window of recent tokens
+    and holds text back while that window ends in U+FFFD; `flush` releases whatever is left.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+        self._ids: list[int] = []
+        self._prefix_start = 0  # first id of the window decoded for context
+        self._emitted_end = 0  # ids before this index are already in the emitted text
+
+    @property
+    def ids(self) -> list[int]:
+        """Return the token ids received so far."""
+        return list(self._ids)
+
+    def _decode(self, ids: list[int]) -> str:
+        text: str = self._tokenizer.decode(
+            ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+        return text
+
+    def push(self, token_id: int) -> str:
+        """Add one token and return the text that is now complete ("" while bytes are pending)."""
+        self._ids.append(token_id)
+        prefix = self._decode(self._ids[self._prefix_start : self._emitted_end])
+        window = self._decode(self._ids[self._prefix_start :])
+        if len(window) <= len(prefix) or window.endswith("\ufffd"):
+            return ""
+        self._prefix_start = self._emitted_end
+        self._emitted_end = len(self._ids)
+        return window[len(prefix) :]
+
+    def discard_pending(self) -> None:
+        """Forget the tokens whose text is still held back."""
+        del self._ids[self._emitted_end :]
+
+    def flush(self) -> str:
+        """Return the text still held back, decoded as the tokenizer decodes it."""
+        prefix = self._decode(self._ids[self._prefix_start : self._emitted_end])
+        window = self._decode(self._ids[self._prefix_start :])
+        self._prefix_start = self._emitted_end = len(self._ids)
+        return window[len(prefix) :]
+
+
+@dataclass
+class GenerationResult:
+    """Outcome of one completion."""
+
+    text: str
+    token_ids: list[int]
+    stop_reason: StopReason
+    seed: int
+    prompt: Prompt
+    prefill_seconds: float = 0.0  # prompt processing up to the first token
+    decode_seconds: float = 0.0  # from the first token to the last
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Decode speed after the first token, or 0.0 when fewer than two tokens were generated."""
+        if len(self.token_ids) < 2 or self.decode_seconds <= 0:
+            return 0.0
+        return (len(self.token_ids) - 1) / self.decode_seconds
+
+
+def _logits_processors(loaded: LoadedModel, params: SamplingParams) -> Any:
+    from transformers import (
+        LogitsProcessorList,
+        RepetitionPenaltyLogitsProcessor,
+        SuppressTokensLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    processors = LogitsProcessorList()
+    if params.repetition_penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(penalty=params.repetition_penalty))
+    if loaded.suppressed_token_ids:
+        processors.append(
+            SuppressTokensLogitsProcessor(list(loaded.suppressed_token_ids), device="cpu")
+        )
+    if not params.greedy:
+        processors.append(TemperatureLogitsWarper(params.temperature))
+        if params.top_k > 0:
+            processors.append(TopKLogitsWarper(top_k=params.top_k))
+        if params.top_p < 1.0:
+            processors.append(TopPLogitsWarper(top_p=params.top_p))
+    return processors
+
+
+def stream_completion(
+    loaded: LoadedModel,
+    prompt: Prompt,
+    params: SamplingParams,
+    on_text: Callable[[str], None],
+    cancel: threading.Event | None = None,
+) -> GenerationResult:
+    """Generate a completion of `prompt`, calling `on_text` with each newly completed piece.
+
+    Runs entirely on the calling thread. Setting `cancel` stops the loop before the next token is
+    chosen, so at most the token being computed is lost and nothing is passed to `on_text` after
+    it. The pieces passed to `on_text` join to `tokenizer.decode(result.token_ids)` with special
+    tokens skipped. Exceptions from the model propagate to the caller.
+    """
+    cancel = cancel or threading.Event()
+    max_new_tokens = clamp_max_new_tokens(loaded, params.max_new_tokens)
+    if len(prompt.ids) + max_new_tokens > loaded.max_positions:
+        raise ValueError(
+            f"The prompt has {len(prompt.ids)} tokens and {max_new_tokens} new tokens were "
+            f"requested, more than the model's {loaded.max_positions} positions."
+        )
+    seed = params.seed if params.seed is not None else secrets.randbelow(2**32)
+    generator = torch.Generator(device=loaded.device).manual_seed(seed)
+    processors = _logits_processors(loaded, params)
+    decoder = StreamDecoder(loaded.tokenizer)
+    pieces: list[str] = []
+    stop_reason: StopReason = "length"
+
+    def emit(piece: str) -> None:
+        if piece:
+            pieces.append(piece)
+            on_text(piece)
+
+    from transformers import DynamicCache
+
+    model = loaded.model
+    cache = DynamicCache(config=model.config)
+    sequence = torch.tensor([prompt.ids], dtype=torch.long, device=loaded.device)
+    started = time.perf_counter()
+    first_token_time: float | None = None
+    last_token_time = started
+
+    with torch.inference_mode():
+        logits = model(input_ids=sequence, cache=cache, use_cache=True).logits[:, -1, :]
+        for step in range(max_new_tokens):
+            if cancel.is_set():
+                stop_reason = "stopped"
+                break
+            scores = processors(sequence, logits.float())
+            if params.greedy:
+                next_token = torch.argmax(scores, dim=-1)
+            else:
+                probabilities = torch.softmax(scores, dim=-1)
+                next_token = torch.multinomial(probabilities, 1, generator=generator)[:, 0]
+            token_id = int(next_token.item())
+            if token_id in loaded.eos_token_ids:
+                stop_reason = "eos"
+                break
+
+            last_token_time = time.perf_counter()
+            if first_token_time is None:
+                first_token_time = last_token_time
+            emit(decoder.push(token_id))
+            sequence = torch.cat([sequence, next_token[:, None]], dim=-1)
+            if step + 1 < max_new_tokens and not cancel.is_set():
+                output = model(input_ids=next_token[:, None], cache=cache, use_cache=True)
+                logits = output.logits[:, -1, :]
+
+    if stop_reason == "stopped":
+        # Held-back bytes are dropped with their tokens, so nothing reaches on_text after a stop.
+        decoder.discard_pending()
+    else:
+        emit(decoder.flush())
+    first = first_token_time if first_token_time is not None else time.perf_counter()
+    result = GenerationResult(
+        text="".join(pieces),
+        token_ids=decoder.ids,
+        stop_reason=stop_reason,
+        seed=seed,
+        prompt=prompt,
+        prefill_seconds=first - started,
+        decode_seconds=last_token_time - first if first_token_time is not None else 0.0,
+    )
+    log.info(
+        "Generated %d tokens (%s) from a %d-token prompt, seed %d, %.1f tokens/s",
+        len(result.token_ids),
+        stop_reason,
+        prompt.used,
+        seed,
+        result.tokens_per_second,
+    )
+    return result

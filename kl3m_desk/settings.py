@@ -1,0 +1,147 @@
+"""The settings file: sampling parameters and the last model folder, kept across restarts.
+
+Settings live in `settings.json` under the user config folder (see kl3m_desk.paths). Loading is
+tolerant: a file that is not valid JSON, or a value of the wrong type, falls back to defaults for
+the bad part, a copy of a damaged file is kept beside it, and the problem is reported once through
+`Settings.load_warnings`. Saving writes a temporary file and renames it over the old one, so a crash
+during a save never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kl3m_desk import paths
+from kl3m_desk.params import PARAMETERS, SamplingParams
+
+log = logging.getLogger(__name__)
+
+SETTINGS_FILE_NAME = "settings.json"
+
+
+@dataclass
+class Settings:
+    """Values stored in the settings file."""
+
+    sampling: SamplingParams = field(default_factory=SamplingParams.defaults)
+    last_model_dir: Path | None = None
+    path: Path = field(default_factory=lambda: paths.config_dir() / SETTINGS_FILE_NAME)
+    load_warnings: list[str] = field(default_factory=list)  # problems found by `load`
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Settings:
+        """Read the settings file, falling back to defaults for anything missing or invalid."""
+        settings = cls() if path is None else cls(path=path)
+        try:
+            raw_text = settings.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return settings
+        except (OSError, UnicodeDecodeError) as error:
+            settings._reject_file(f"it could not be read ({error})")
+            return settings
+
+        try:
+            data = json.loads(raw_text)
+        except json.JSONDecodeError as error:
+            settings._reject_file(f"it is not valid JSON ({error})")
+            return settings
+        if not isinstance(data, dict):
+            settings._reject_file("it does not contain a JSON object")
+            return settings
+
+        settings._read_sampling(data.get("sampling", {}))
+        settings._read_model_dir(data.get("last_model_dir"))
+        return settings
+
+    def save(self) -> None:
+        """Write the settings atomically, raising OSError when the folder is not writable."""
+        data = {
+            "sampling": self.sampling.to_mapping(),
+            "last_model_dir": str(self.last_model_dir) if self.last_model_dir else None,
+        }
+        text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+        write_text_atomically(self.path, text)
+
+    def _reject_file(self, reason: str) -> None:
+        backup = self.path.with_name(f"{self.path.name}.invalid-{time.strftime('%Y%m%d-%H%M%S')}")
+        try:
+            self.path.replace(backup)
+            kept = f" A copy was kept as {backup}."
+        except OSError as error:
+            log.warning(
+                "Could not keep a copy of the invalid settings file %s: %s", self.path, error
+            )
+            kept = ""
+        self._warn(
+            f"The settings file {self.path} was ignored because {reason}.{kept} "
+            "Defaults are used until you change a setting."
+        )
+
+    def _read_sampling(self, raw: object) -> None:
+        if not isinstance(raw, dict):
+            self._warn(
+                f"The sampling settings in {self.path} are not a JSON object; "
+                "the defaults are used."
+            )
+            return
+        values: dict[str, Any] = {}
+        for spec in PARAMETERS:
+            if spec.name not in raw:
+                continue
+            try:
+                number = spec.parse(raw[spec.name])
+            except ValueError as error:
+                self._warn(f"{error} The setting in {self.path} was replaced by its default.")
+                continue
+            if number is not None and number != raw[spec.name]:
+                log.info(
+                    "Setting %s=%r was pulled into range as %r", spec.name, raw[spec.name], number
+                )
+            values[spec.name] = number
+        self.sampling = SamplingParams.from_mapping(values)
+
+    def _read_model_dir(self, raw: object) -> None:
+        if raw is None:
+            return
+        if not isinstance(raw, str) or not raw:
+            self._warn(f"The last model folder in {self.path} is not a path; it was ignored.")
+            return
+        self.last_model_dir = Path(raw)
+
+    def _warn(self, message: str) -> None:
+        log.warning("%s", message)
+        self.load_warnings.append(message)
+
+
+def write_text_atomically(path: Path, text: str, newline: str = "\n") -> None:
+    """Write `text` to `path` through a temporary file in the same folder and a rename.
+
+    Readers see either the old file or the new one, never a partial write. `newline` is the line
+    ending written for each "\\n". Raises OSError (for example PermissionError) on failure, leaving
+    the old file untouched.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary_name = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
+    )
+    temporary = Path(temporary_name)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8", newline=newline) as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        if path.exists():
+            temporary.chmod(path.stat().st_mode & 0o777)
+        else:
+            temporary.chmod(0o644)
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,96 @@
+"""The document editor and the insertion of streamed text into it."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtGui import QContextMenuEvent, QKeyEvent, QKeySequence, QTextCursor, QTextDocument
+from PySide6.QtWidgets import QPlainTextEdit, QWidget
+
+# QTextDocument stores paragraph breaks as U+2029; U+2028 is a line break inside a paragraph.
+_PARAGRAPH_SEPARATOR = "\u2029"
+_LINE_SEPARATOR = "\u2028"
+
+
+def to_plain(raw: str) -> str:
+    """Convert QTextDocument raw text to plain text with "\\n" line breaks.
+
+    Unlike `QTextDocument.toPlainText`, this keeps non-breaking spaces, which legal text uses
+    between "§" and its number and inside dates.
+    """
+    return raw.replace(_PARAGRAPH_SEPARATOR, "\n").replace(_LINE_SEPARATOR, "\n")
+
+
+def document_text(document: QTextDocument) -> str:
+    """Return the whole text of `document`, keeping non-breaking spaces."""
+    return to_plain(document.toRawText())
+
+
+def text_before(document: QTextDocument, position: int) -> str:
+    """Return the text from the start of `document` up to `position`."""
+    cursor = QTextCursor(document)
+    cursor.setPosition(position, QTextCursor.MoveMode.KeepAnchor)
+    return to_plain(cursor.selectedText())
+
+
+class DraftEditor(QPlainTextEdit):
+    """Plain-text editor that lets the window stop generation before an undo."""
+
+    # The user asked to undo (Ctrl+Z or the context menu); the window stops generation, then undoes.
+    undo_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAccessibleName("Document")
+        self.setTabChangesFocus(False)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.matches(QKeySequence.StandardKey.Undo):
+            event.accept()
+            self.undo_requested.emit()
+            return
+        super().keyPressEvent(event)
+
+    def contextMenuEvent(self, event: QContextMenuEvent) -> None:
+        menu = self.createStandardContextMenu(event.pos())
+        for action in menu.actions():
+            if action.objectName() == "edit-undo":
+                action.triggered.disconnect()
+                action.triggered.connect(self.undo_requested.emit)
+        menu.exec(event.globalPos())
+        menu.deleteLater()
+
+
+class StreamInsertion:
+    """Inserts the pieces of one completion at a position that follows later edits.
+
+    The position is held by a QTextCursor of its own, which Qt moves when the user edits text
+    before it, so the user's own cursor is never moved to insert. Consecutive pieces join one undo
+    step. When the user edits the document between two pieces, the next piece starts a new undo
+    step, so one undo never takes the user's own typing with it.
+    """
+
+    def __init__(self, document: QTextDocument, position: int) -> None:
+        self._document = document
+        self._cursor = QTextCursor(document)
+        self._cursor.setPosition(position)
+        self.start = position
+        self._state_after_last_insert: tuple[int, int] | None = None
+
+    @property
+    def position(self) -> int:
+        """Position right after the text inserted so far."""
+        return self._cursor.position()
+
+    def insert(self, text: str) -> None:
+        """Insert `text` at the insertion point as part of this completion's undo step."""
+        state = (self._document.availableUndoSteps(), self._document.revision())
+        if state == self._state_after_last_insert:
+            self._cursor.joinPreviousEditBlock()
+        else:
+            self._cursor.beginEditBlock()
+        self._cursor.insertText(text)
+        self._cursor.endEditBlock()
+        self._state_after_last_insert = (
+            self._document.availableUndoSteps(),
+            self._document.revision(),
+        )

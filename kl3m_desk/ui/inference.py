@@ -1,0 +1,247 @@
+"""The inference thread: model loading and generation off the GUI thread.
+
+`InferenceWorker` lives on its own QThread and runs one request at a time, in the order the GUI
+sent them, so two generations never overlap and a model never changes under a running
+generation. `InferenceController` is its GUI-side owner: it numbers every request with a job id,
+keeps the cancel flag of the current generation and drops results of jobs that are no longer
+current. Neither class touches a widget.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from kl3m_desk.generation import GenerationResult, Prompt, build_prompt, stream_completion
+from kl3m_desk.model import LoadedModel, ModelLoadError, load_model
+from kl3m_desk.params import SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+class InferenceWorker(QObject):
+    """Runs load and generation requests on the inference thread.
+
+    Every slot catches every exception, logs it and reports it through a failure signal, so the
+    GUI never waits for an answer that will not come. Every signal carries the job id it answers.
+    """
+
+    # job id, step, number of steps, description of the step
+    load_progress = Signal(int, int, int, str)
+    # job id, LoadedModel
+    model_loaded = Signal(int, object)
+    # job id, message naming the folder and file at fault
+    load_failed = Signal(int, str)
+    # job id, Prompt: the window actually given to the model
+    generation_started = Signal(int, object)
+    # job id, completed piece of text
+    text_ready = Signal(int, str)
+    # job id, GenerationResult; also emitted after a stop
+    generation_finished = Signal(int, object)
+    # job id, message for the user; emitted instead of generation_finished
+    generation_failed = Signal(int, str)
+
+    def __init__(self, shutting_down: threading.Event) -> None:
+        super().__init__()
+        self._shutting_down = shutting_down
+        self._loaded: LoadedModel | None = None
+
+    @Slot(int, object)
+    def load(self, job_id: int, folder: Path) -> None:
+        """Load the model in `folder`; runs on the inference thread."""
+        if self._shutting_down.is_set():
+            return
+        try:
+            loaded = load_model(
+                folder,
+                progress=lambda step, total, text: self.load_progress.emit(
+                    job_id, step, total, text
+                ),
+            )
+        except ModelLoadError as error:
+            log.warning("Model load failed: %s", error)
+            self.load_failed.emit(job_id, str(error))
+            return
+        except Exception as error:  # a bug or an unforeseen library error: report, never hang
+            log.exception("Model load failed unexpectedly for %s", folder)
+            self.load_failed.emit(job_id, f"Loading the model in {folder} failed: {error!r}.")
+            return
+        self._loaded = loaded
+        self.model_loaded.emit(job_id, loaded)
+
+    @Slot(int, str, object, object)
+    def generate(
+        self, job_id: int, text: str, params: SamplingParams, cancel: threading.Event
+    ) -> None:
+        """Continue `text` with the current model; runs on the inference thread."""
+        if self._shutting_down.is_set():
+            return
+        if cancel.is_set():
+            return  # stopped while queued; the controller no longer waits for this job
+        loaded = self._loaded
+        if loaded is None:
+            self.generation_failed.emit(job_id, "No model is loaded. Choose a model folder first.")
+            return
+        try:
+            prompt = build_prompt(loaded, text, params.max_new_tokens)
+            self.generation_started.emit(job_id, prompt)
+            result = stream_completion(
+                loaded, prompt, params, lambda piece: self.text_ready.emit(job_id, piece), cancel
+            )
+        except Exception as error:  # reported to the window; the next run starts afresh
+            log.exception("Generation job %d failed", job_id)
+            self.generation_failed.emit(
+                job_id, f"Generation failed: {type(error).__name__}: {error}"
+            )
+            return
+        self.generation_finished.emit(job_id, result)
+
+
+class InferenceController(QObject):
+    """GUI-side owner of the inference thread; call its methods from the GUI thread only."""
+
+    # LoadedModel, when the current load request succeeds
+    model_ready = Signal(object)
+    # step, number of steps, description
+    load_progress = Signal(int, int, str)
+    # message naming the folder and file at fault
+    load_failed = Signal(str)
+    # Prompt of the current generation
+    generation_started = Signal(object)
+    # piece of text of the current generation; never emitted after stop()
+    text_ready = Signal(str)
+    # GenerationResult of the current generation
+    generation_finished = Signal(object)
+    # message for the user
+    generation_failed = Signal(str)
+
+    # Requests to the worker; queued across threads, so they run in order on the inference thread.
+    _request_load = Signal(int, object)
+    _request_generate = Signal(int, str, object, object)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._shutting_down = threading.Event()
+        self._thread = QThread()
+        self._thread.setObjectName("inference")
+        self._worker = InferenceWorker(self._shutting_down)
+        self._worker.moveToThread(self._thread)
+        self._thread.finished.connect(self._worker.deleteLater)
+
+        self._request_load.connect(self._worker.load)
+        self._request_generate.connect(self._worker.generate)
+        self._worker.load_progress.connect(self._on_load_progress)
+        self._worker.model_loaded.connect(self._on_model_loaded)
+        self._worker.load_failed.connect(self._on_load_failed)
+        self._worker.generation_started.connect(self._on_generation_started)
+        self._worker.text_ready.connect(self._on_text_ready)
+        self._worker.generation_finished.connect(self._on_generation_finished)
+        self._worker.generation_failed.connect(self._on_generation_failed)
+
+        self._next_job = 0
+        self._load_job: int | None = None
+        self._generation_job: int | None = None
+        self._stopped_job: int | None = None  # stopped run whose timing may still be reported
+        self._cancel: threading.Event | None = None
+        self.model: LoadedModel | None = None
+        self._thread.start()
+
+    def _new_job(self) -> int:
+        self._next_job += 1
+        return self._next_job
+
+    @property
+    def is_loading(self) -> bool:
+        """True while a model load request is pending."""
+        return self._load_job is not None
+
+    @property
+    def is_generating(self) -> bool:
+        """True from `generate` until the current generation finishes, fails or is stopped."""
+        return self._generation_job is not None
+
+    def load(self, folder: Path) -> None:
+        """Stop any generation and load the model in `folder` on the inference thread."""
+        self.stop()
+        self._load_job = self._new_job()
+        self._request_load.emit(self._load_job, Path(folder))
+
+    def generate(self, text: str, params: SamplingParams) -> None:
+        """Start a generation that continues `text`, stopping the current one first.
+
+        The new request is queued behind the old one on the inference thread, so it starts only
+        after the old run has returned.
+        """
+        self.stop()
+        self._stopped_job = None
+        self._generation_job = self._new_job()
+        self._cancel = threading.Event()
+        self._request_generate.emit(self._generation_job, text, params, self._cancel)
+
+    def stop(self) -> None:
+        """Stop the current generation; no text of it is delivered after this call.
+
+        Its GenerationResult (stop reason "stopped") still arrives through generation_finished
+        unless another generation has started by then.
+        """
+        if self._cancel is not None:
+            self._cancel.set()
+        if self._generation_job is not None:
+            self._stopped_job = self._generation_job
+        self._generation_job = None
+        self._cancel = None
+
+    def shutdown(self) -> None:
+        """Stop work and end the inference thread, waiting for the current token to finish."""
+        self._shutting_down.set()
+        self.stop()
+        self._thread.quit()
+        self._thread.wait()
+
+    @Slot(int, int, int, str)
+    def _on_load_progress(self, job_id: int, step: int, total: int, text: str) -> None:
+        if job_id == self._load_job:
+            self.load_progress.emit(step, total, text)
+
+    @Slot(int, object)
+    def _on_model_loaded(self, job_id: int, loaded: LoadedModel) -> None:
+        if job_id == self._load_job:
+            self._load_job = None
+            self.model = loaded
+            self.model_ready.emit(loaded)
+
+    @Slot(int, str)
+    def _on_load_failed(self, job_id: int, message: str) -> None:
+        if job_id == self._load_job:
+            self._load_job = None
+            self.load_failed.emit(message)
+
+    @Slot(int, object)
+    def _on_generation_started(self, job_id: int, prompt: Prompt) -> None:
+        if job_id == self._generation_job:
+            self.generation_started.emit(prompt)
+
+    @Slot(int, str)
+    def _on_text_ready(self, job_id: int, piece: str) -> None:
+        if job_id == self._generation_job:
+            self.text_ready.emit(piece)
+
+    @Slot(int, object)
+    def _on_generation_finished(self, job_id: int, result: GenerationResult) -> None:
+        if job_id == self._generation_job:
+            self._generation_job = None
+            self._cancel = None
+            self.generation_finished.emit(result)
+        elif job_id == self._stopped_job and self._generation_job is None:
+            self._stopped_job = None
+            self.generation_finished.emit(result)
+
+    @Slot(int, str)
+    def _on_generation_failed(self, job_id: int, message: str) -> None:
+        if job_id == self._generation_job:
+            self._generation_job = None
+            self._cancel = None
+            self.generation_failed.emit(message)

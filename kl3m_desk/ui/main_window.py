@@ -1,0 +1,544 @@
+"""The drafting window: editor, clause templates, sampling sliders and status bar."""
+
+from __future__ import annotations
+
+import logging
+from enum import Enum
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer, Slot
+from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from kl3m_desk import APP_NAME
+from kl3m_desk.documents import DocumentError, TextDocument, read_document, save_document
+from kl3m_desk.generation import GenerationResult, Prompt
+from kl3m_desk.model import LoadedModel
+from kl3m_desk.params import SamplingParams
+from kl3m_desk.settings import Settings
+from kl3m_desk.templates import ClauseTemplate, TemplateLibrary
+from kl3m_desk.ui.editor import DraftEditor, StreamInsertion, document_text, text_before
+from kl3m_desk.ui.inference import InferenceController
+from kl3m_desk.ui.parameters_panel import ParametersPanel
+from kl3m_desk.ui.templates_panel import TemplateFieldsDialog, TemplatesPanel
+
+log = logging.getLogger(__name__)
+
+DOCUMENT_FILTER = "Text documents (*.txt *.md);;All files (*)"
+
+
+class UnsavedChoice(Enum):
+    """Answer to the unsaved-changes question."""
+
+    SAVE = "save"
+    DISCARD = "discard"
+    CANCEL = "cancel"
+
+
+class MessageBar(QFrame):
+    """An inline notice above the editor for errors that must not block the window."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("messageBar")
+        self.setStyleSheet(
+            "#messageBar { background: #fdecea; border: 1px solid #f5c2c0; border-radius: 4px; }"
+        )
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.action_button = QPushButton()
+        self.action_button.setVisible(False)
+        self._action: QAction | None = None
+        self.action_button.clicked.connect(self._trigger_action)
+        close_button = QPushButton("Dismiss")
+        close_button.clicked.connect(self.hide)
+        layout = QHBoxLayout(self)
+        layout.addWidget(self.label, 1)
+        layout.addWidget(self.action_button)
+        layout.addWidget(close_button)
+        self.hide()
+
+    def show_message(self, text: str, action: QAction | None = None) -> None:
+        """Show `text`, with a button for `action` when one is given."""
+        self.label.setText(text)
+        self._action = action
+        if action is not None:
+            self.action_button.setText(action.text().replace("&", "").rstrip("…."))
+        self.action_button.setVisible(action is not None)
+        self.show()
+
+    def _trigger_action(self) -> None:
+        if self._action is not None:
+            self._action.trigger()
+
+
+class MainWindow(QMainWindow):
+    """The drafting window. It owns the inference controller and ends its thread on close."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        library: TemplateLibrary,
+        controller: InferenceController | None = None,
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.controller = controller or InferenceController(self)
+        self.file_path: Path | None = None
+        self.newline = "\n"
+        self.field_values: dict[str, str] = {}  # template values entered for this document
+        self._insertion: StreamInsertion | None = None
+        self._save_settings_timer = QTimer(self)
+        self._save_settings_timer.setSingleShot(True)
+        self._save_settings_timer.setInterval(400)
+        self._save_settings_timer.timeout.connect(self._save_settings)
+
+        self.editor = DraftEditor()
+        self.message_bar = MessageBar()
+        central = QWidget()
+        central_layout = QVBoxLayout(central)
+        central_layout.setContentsMargins(4, 4, 4, 0)
+        central_layout.addWidget(self.message_bar)
+        central_layout.addWidget(self.editor, 1)
+        self.setCentralWidget(central)
+
+        self.templates_panel = TemplatesPanel(library)
+        self.parameters_panel = ParametersPanel(settings.sampling)
+        self._create_actions()
+        self._create_docks()
+        self._create_status_bar()
+        self._connect()
+
+        self.resize(1280, 820)
+        self._update_title()
+        self._update_controls()
+        self._show_no_model()
+
+    # --- construction ---------------------------------------------------------------------
+
+    def _create_actions(self) -> None:
+        def action(
+            text: str,
+            slot: object,
+            shortcut: QKeySequence | QKeySequence.StandardKey | str | None = None,
+            tip: str = "",
+        ) -> QAction:
+            created = QAction(text, self)
+            if shortcut is not None:
+                created.setShortcut(QKeySequence(shortcut))
+            if tip:
+                created.setStatusTip(tip)
+                created.setToolTip(tip)
+            created.triggered.connect(slot)
+            return created
+
+        self.new_action = action("&New", self.new_document, QKeySequence.StandardKey.New)
+        self.open_action = action(
+            "&Open…", self.open_document_dialog, QKeySequence.StandardKey.Open
+        )
+        self.save_action = action("&Save", self.save, QKeySequence.StandardKey.Save)
+        self.save_as_action = action("Save &As…", self.save_as, QKeySequence.StandardKey.SaveAs)
+        self.choose_model_action = action(
+            "Choose &Model Folder…",
+            self.choose_model_folder,
+            tip="Load a model folder with safetensors weights",
+        )
+        self.quit_action = action("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.undo_action = action("&Undo", self.undo, QKeySequence.StandardKey.Undo)
+        self.redo_action = action("&Redo", self.editor.redo, QKeySequence.StandardKey.Redo)
+        self.generate_action = action(
+            "&Generate",
+            self.generate,
+            "Ctrl+Return",
+            "Continue the document at the cursor (Ctrl+Enter)",
+        )
+        self.stop_action = action("&Stop", self.stop, "Esc", "Stop generating (Esc)")
+        self.generate_action.setIcon(QIcon.fromTheme("media-playback-start"))
+        self.stop_action.setIcon(QIcon.fromTheme("media-playback-stop"))
+        self.undo_action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+
+        file_menu = self.menuBar().addMenu("&File")
+        for item in (self.new_action, self.open_action, self.save_action, self.save_as_action):
+            file_menu.addAction(item)
+        file_menu.addSeparator()
+        file_menu.addAction(self.choose_model_action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.quit_action)
+        edit_menu = self.menuBar().addMenu("&Edit")
+        edit_menu.addAction(self.undo_action)
+        edit_menu.addAction(self.redo_action)
+        draft_menu = self.menuBar().addMenu("&Draft")
+        draft_menu.addAction(self.generate_action)
+        draft_menu.addAction(self.stop_action)
+
+        toolbar = self.addToolBar("Drafting")
+        toolbar.setObjectName("draftingToolbar")
+        toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        for item in (self.open_action, self.save_action):
+            toolbar.addAction(item)
+        toolbar.addSeparator()
+        toolbar.addAction(self.generate_action)
+        toolbar.addAction(self.stop_action)
+
+    def _create_docks(self) -> None:
+        templates_dock = QDockWidget("Clause templates", self)
+        templates_dock.setObjectName("templatesDock")
+        templates_dock.setWidget(self.templates_panel)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, templates_dock)
+
+        sampling = QWidget()
+        layout = QVBoxLayout(sampling)
+        layout.addWidget(self.parameters_panel)
+        self.generate_button = QPushButton("Generate")
+        self.generate_button.setToolTip(self.generate_action.toolTip())
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip(self.stop_action.toolTip())
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.generate_button)
+        buttons.addWidget(self.stop_button)
+        layout.addLayout(buttons)
+        layout.addStretch(1)
+        sampling_dock = QDockWidget("Sampling", self)
+        sampling_dock.setObjectName("samplingDock")
+        sampling_dock.setWidget(sampling)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, sampling_dock)
+
+    def _create_status_bar(self) -> None:
+        status = self.statusBar()
+        self.model_label = QLabel("No model")
+        self.context_label = QLabel()
+        self.speed_label = QLabel()
+        self.load_progress = QProgressBar()
+        self.load_progress.setMaximumWidth(180)
+        self.load_progress.setVisible(False)
+        status.addPermanentWidget(self.context_label)
+        status.addPermanentWidget(self.speed_label)
+        status.addPermanentWidget(self.load_progress)
+        status.addPermanentWidget(self.model_label)
+
+    def _connect(self) -> None:
+        self.generate_button.clicked.connect(self.generate)
+        self.stop_button.clicked.connect(self.stop)
+        self.editor.undo_requested.connect(self.undo)
+        self.editor.document().modificationChanged.connect(self.setWindowModified)
+        self.editor.document().undoAvailable.connect(self.undo_action.setEnabled)
+        self.editor.document().redoAvailable.connect(self.redo_action.setEnabled)
+        self.undo_action.setEnabled(False)
+        self.redo_action.setEnabled(False)
+        self.parameters_panel.params_changed.connect(self._params_changed)
+        self.templates_panel.template_chosen.connect(self.choose_template)
+
+        self.controller.load_progress.connect(self._load_progress)
+        self.controller.model_ready.connect(self._model_ready)
+        self.controller.load_failed.connect(self._load_failed)
+        self.controller.generation_started.connect(self._generation_started)
+        self.controller.text_ready.connect(self._text_ready)
+        self.controller.generation_finished.connect(self._generation_finished)
+        self.controller.generation_failed.connect(self._generation_failed)
+
+    # --- state shown in the window --------------------------------------------------------
+
+    def _update_title(self) -> None:
+        name = self.file_path.name if self.file_path else "Untitled"
+        self.setWindowTitle(f"{name}[*] — {APP_NAME}")
+        self.setWindowModified(self.editor.document().isModified())
+
+    def _update_controls(self) -> None:
+        ready = self.controller.model is not None and not self.controller.is_loading
+        generating = self.controller.is_generating
+        self.generate_action.setEnabled(ready)
+        self.generate_button.setEnabled(ready)
+        self.stop_action.setEnabled(generating)
+        self.stop_button.setEnabled(generating)
+        self.templates_panel.insert_button.setEnabled(
+            ready and self.templates_panel.tree.currentItem() is not None
+        )
+
+    def _show_no_model(self) -> None:
+        if self.controller.model is None and not self.controller.is_loading:
+            self.message_bar.show_message(
+                "No model is loaded. Choose a model folder that contains config.json, "
+                "model.safetensors and tokenizer.json.",
+                self.choose_model_action,
+            )
+
+    # --- model ----------------------------------------------------------------------------
+
+    def load_model(self, folder: Path) -> None:
+        """Load the model in `folder` in the background; Generate stays disabled until ready."""
+        self._end_insertion()
+        self.message_bar.hide()
+        self.model_label.setText(f"Loading {folder.name}…")
+        self.load_progress.setRange(0, 0)
+        self.load_progress.setVisible(True)
+        self.controller.load(folder)
+        self._update_controls()
+
+    def choose_model_folder(self) -> None:
+        """Ask for a model folder and load it."""
+        start = str(self.settings.last_model_dir or Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Choose model folder", start)
+        if folder:
+            self.load_model(Path(folder))
+
+    @Slot(int, int, str)
+    def _load_progress(self, step: int, total: int, text: str) -> None:
+        self.load_progress.setRange(0, total)
+        self.load_progress.setValue(step)
+        self.load_progress.setFormat(text)
+        self.statusBar().showMessage(text)
+
+    @Slot(object)
+    def _model_ready(self, loaded: LoadedModel) -> None:
+        self.load_progress.setVisible(False)
+        self.message_bar.hide()
+        self.model_label.setText(loaded.describe())
+        self.model_label.setToolTip(
+            f"{loaded.folder}\n{loaded.parameter_count:,} parameters, "
+            f"{loaded.max_positions:,} positions, loaded in {loaded.load_seconds:.1f} s"
+        )
+        self.parameters_panel.set_maximum("max_new_tokens", loaded.max_positions - 1)
+        self.statusBar().showMessage(f"Model ready: {loaded.name}", 5000)
+        self.settings.last_model_dir = loaded.folder
+        self._save_settings()
+        self._update_controls()
+
+    @Slot(str)
+    def _load_failed(self, message: str) -> None:
+        self.load_progress.setVisible(False)
+        self.model_label.setText("No model")
+        self.message_bar.show_message(message, self.choose_model_action)
+        self._update_controls()
+
+    # --- generation -----------------------------------------------------------------------
+
+    def generate(self) -> None:
+        """Continue the document at the cursor; a running generation is stopped first."""
+        if self.controller.model is None or self.controller.is_loading:
+            return
+        self._end_insertion()
+        position = self.editor.textCursor().position()
+        text = text_before(self.editor.document(), position)
+        self._insertion = StreamInsertion(self.editor.document(), position)
+        self.message_bar.hide()
+        self.controller.generate(text, self.parameters_panel.params())
+        self.speed_label.setText("Generating…")
+        self._update_controls()
+
+    def stop(self) -> None:
+        """Stop generating; text already inserted stays in the document."""
+        if self.controller.is_generating:
+            self.controller.stop()
+            self._end_insertion()
+            self.statusBar().showMessage("Stopped", 3000)
+        self._update_controls()
+
+    def undo(self) -> None:
+        """Undo the last edit, stopping a running generation first."""
+        self.stop()
+        self.editor.undo()
+
+    def _end_insertion(self) -> None:
+        if self.controller.is_generating:
+            self.controller.stop()
+        self._insertion = None
+
+    @Slot(object)
+    def _generation_started(self, prompt: Prompt) -> None:
+        text = f"Context: {prompt.used:,} of {prompt.available:,} prompt tokens"
+        if prompt.dropped_characters:
+            text += f", earliest {prompt.dropped_characters:,} characters dropped"
+        self.context_label.setText(text)
+        self.context_label.setToolTip(
+            "The model sees only the text nearest the cursor: its window holds prompt and "
+            "completion together."
+        )
+
+    @Slot(str)
+    def _text_ready(self, piece: str) -> None:
+        if self._insertion is not None:
+            self._insertion.insert(piece)
+
+    @Slot(object)
+    def _generation_finished(self, result: GenerationResult) -> None:
+        count = len(result.token_ids)
+        reason = {"eos": "end of text", "length": "max new tokens", "stopped": "stopped"}
+        self.speed_label.setText(
+            f"{count} tokens, {result.tokens_per_second:.1f} tokens/s "
+            f"({reason[result.stop_reason]})"
+        )
+        self.speed_label.setToolTip(
+            f"First token after {result.prefill_seconds:.2f} s; seed {result.seed}"
+        )
+        self.editor.setAccessibleDescription(f"Completion ready, {len(result.text.split())} words")
+        self._insertion = None
+        self._update_controls()
+
+    @Slot(str)
+    def _generation_failed(self, message: str) -> None:
+        self._insertion = None
+        self.speed_label.setText("Generation failed")
+        self.message_bar.show_message(message)
+        self._update_controls()
+
+    # --- templates ------------------------------------------------------------------------
+
+    def choose_template(self, template: ClauseTemplate) -> None:
+        """Ask for the template's fields, then insert it and continue."""
+        dialog = TemplateFieldsDialog(template, self.field_values, self)
+        if dialog.exec() == TemplateFieldsDialog.DialogCode.Accepted:
+            self.field_values.update(dialog.values())
+            self.insert_template_text(dialog.filled_text)
+
+    def insert_template_text(self, text: str) -> None:
+        """Insert filled template text at the cursor as one undo step and continue after it."""
+        cursor = self.editor.textCursor()
+        cursor.beginEditBlock()
+        block_start = cursor.atBlockStart() if not cursor.hasSelection() else True
+        if not block_start:
+            cursor.insertText("\n\n")
+        cursor.insertText(text)
+        cursor.endEditBlock()
+        self.editor.setTextCursor(cursor)
+        self.generate()
+
+    # --- files ----------------------------------------------------------------------------
+
+    def new_document(self) -> None:
+        """Start an empty document after asking about unsaved changes."""
+        if not self.maybe_save_changes():
+            return
+        self._end_insertion()
+        self.editor.setPlainText("")
+        self.file_path = None
+        self.newline = "\n"
+        self.field_values = {}
+        self.editor.document().setModified(False)
+        self._update_title()
+        self._update_controls()
+
+    def open_document_dialog(self) -> None:
+        """Ask for a file and open it."""
+        if not self.maybe_save_changes():
+            return
+        start = str(self.file_path.parent if self.file_path else Path.home())
+        name, _ = QFileDialog.getOpenFileName(self, "Open document", start, DOCUMENT_FILTER)
+        if name:
+            self.open_document(Path(name), ask=False)
+
+    def open_document(self, path: Path, ask: bool = True) -> bool:
+        """Open `path`; on failure the current document stays as it is."""
+        if ask and not self.maybe_save_changes():
+            return False
+        try:
+            document = read_document(path)
+        except DocumentError as error:
+            self.message_bar.show_message(str(error))
+            return False
+        self._end_insertion()
+        self.editor.setPlainText(document.text)
+        self.newline = document.newline
+        self.file_path = path
+        self.field_values = {}
+        self.editor.document().setModified(False)
+        self._update_title()
+        self._update_controls()
+        if document.mixed_newlines:
+            ending = "CRLF" if document.newline == "\r\n" else "LF"
+            self.statusBar().showMessage(
+                f"{path.name} mixes line endings; saving will use {ending} throughout.", 8000
+            )
+        log.info("Opened %s", path)
+        return True
+
+    def save(self) -> bool:
+        """Save to the current file, or ask for one; returns True when the text was written."""
+        if self.file_path is None:
+            return self.save_as()
+        return self._write(self.file_path)
+
+    def save_as(self) -> bool:
+        """Ask for a file name and save there."""
+        start = str(self.file_path or Path.home() / "Untitled.txt")
+        name, _ = QFileDialog.getSaveFileName(self, "Save document", start, DOCUMENT_FILTER)
+        if not name:
+            return False
+        return self._write(Path(name))
+
+    def _write(self, path: Path) -> bool:
+        text = document_text(self.editor.document())
+        try:
+            save_document(path, TextDocument(text=text, newline=self.newline))
+        except DocumentError as error:
+            self.message_bar.show_message(str(error), self.save_as_action)
+            return False
+        self.file_path = path
+        self.editor.document().setModified(False)
+        self._update_title()
+        self.statusBar().showMessage(f"Saved {path}", 4000)
+        log.info("Saved %s", path)
+        return True
+
+    def ask_unsaved_changes(self) -> UnsavedChoice:
+        """Ask whether to save the changes of the current document."""
+        name = self.file_path.name if self.file_path else "Untitled"
+        answer = QMessageBox.question(
+            self,
+            APP_NAME,
+            f"Save the changes to {name}?",
+            QMessageBox.StandardButton.Save
+            | QMessageBox.StandardButton.Discard
+            | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Save,
+        )
+        if answer == QMessageBox.StandardButton.Save:
+            return UnsavedChoice.SAVE
+        if answer == QMessageBox.StandardButton.Discard:
+            return UnsavedChoice.DISCARD
+        return UnsavedChoice.CANCEL
+
+    def maybe_save_changes(self) -> bool:
+        """Return True when the current document may be replaced or closed."""
+        if not self.editor.document().isModified():
+            return True
+        choice = self.ask_unsaved_changes()
+        if choice is UnsavedChoice.SAVE:
+            return self.save()
+        return choice is UnsavedChoice.DISCARD
+
+    # --- settings and shutdown ------------------------------------------------------------
+
+    def _params_changed(self, params: SamplingParams) -> None:
+        self.settings.sampling = params
+        self._save_settings_timer.start()
+
+    def _save_settings(self) -> None:
+        self._save_settings_timer.stop()
+        try:
+            self.settings.save()
+        except OSError as error:
+            log.warning("Could not save settings to %s: %s", self.settings.path, error)
+            self.statusBar().showMessage(f"Settings could not be saved: {error}", 8000)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if not self.maybe_save_changes():
+            event.ignore()
+            return
+        self.settings.sampling = self.parameters_panel.params()
+        self._save_settings()
+        self._end_insertion()
+        self.controller.shutdown()
+        event.accept()
