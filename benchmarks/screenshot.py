@@ -22,13 +22,11 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication
 
-os.environ.setdefault("KL3M_DESK_HOME", tempfile.mkdtemp(prefix="kl3m-desk-screenshot-"))
-
-from kl3m_desk.params import SamplingParams  # noqa: E402
-from kl3m_desk.resources import resource_path  # noqa: E402
-from kl3m_desk.settings import Settings  # noqa: E402
-from kl3m_desk.templates import load_library  # noqa: E402
-from kl3m_desk.ui.main_window import MainWindow  # noqa: E402
+from kl3m_desk.params import SamplingParams
+from kl3m_desk.resources import resource_path
+from kl3m_desk.settings import Settings
+from kl3m_desk.templates import load_library
+from kl3m_desk.ui.main_window import MainWindow
 
 
 def parse_arguments() -> argparse.Namespace:
@@ -44,6 +42,7 @@ def parse_arguments() -> argparse.Namespace:
 
 def main() -> int:
     options = parse_arguments()
+    os.environ.setdefault("KL3M_DESK_HOME", tempfile.mkdtemp(prefix="kl3m-desk-screenshot-"))
     app = QApplication(sys.argv[:1])
     settings = Settings.load()
     settings.sampling = SamplingParams.defaults().replace(

@@ -1,8 +1,8 @@
 """Streaming text generation: prompt window, sampling loop and incremental decoding.
 
 Nothing here touches Qt. `stream_completion` runs the decode loop on the calling thread and hands
-each new piece of text to a callback; the GUI runs it on a worker thread and the command line on
-the main thread.
+each new piece of text to a callback. The GUI calls it on its inference thread, the command line
+on the main thread.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Loading a local Hugging Face causal language model folder, safely and offline.
 
-A model folder holds `config.json`, safetensors weights (`model.safetensors`, or shards listed in
+A model folder contains `config.json`, safetensors weights (`model.safetensors`, or shards listed in
 `model.safetensors.index.json`) and the tokenizer files. Loading reads local files only, never runs
 code shipped in the folder (`trust_remote_code=False`) and never unpickles anything: a folder whose
 weights are only a PyTorch pickle checkpoint (`pytorch_model.bin`) is rejected, because unpickling
@@ -76,7 +76,7 @@ class LoadedModel:
 
 
 def inspect_model_folder(folder: Path) -> ModelFolder:
-    """Check that `folder` holds a loadable model without reading the weights themselves.
+    """Check that `folder` contains a loadable model without reading the weights themselves.
 
     Raises ModelLoadError naming the folder and the missing or invalid file.
     """
@@ -231,12 +231,14 @@ def load_model(folder: Path, progress: ProgressCallback | None = None) -> Loaded
     loaded = _describe_loaded(folder, model, tokenizer, time.perf_counter() - started)
     report(LOAD_STEPS, f"Ready: {loaded.describe()}")
     log.info(
-        "Loaded %s from %s: %s, %d parameters, %d positions, %.1f s",
+        "Loaded %s from %s: %s, %d parameters, %d positions, device %s, %s, %.1f s",
         loaded.name,
         folder,
         model.config.model_type,
         loaded.parameter_count,
         loaded.max_positions,
+        loaded.device,
+        loaded.dtype_name,
         loaded.load_seconds,
     )
     return loaded
@@ -252,7 +254,12 @@ def _describe_loaded(folder: Path, model: Any, tokenizer: Any, seconds: float) -
         )
 
     eos = config.eos_token_id if config.eos_token_id is not None else tokenizer.eos_token_id
-    eos_ids = frozenset(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if eos is None:
+        eos_ids: frozenset[int] = frozenset()
+    elif isinstance(eos, list):
+        eos_ids = frozenset(eos)
+    else:
+        eos_ids = frozenset([eos])
     bos = config.bos_token_id if config.bos_token_id is not None else tokenizer.bos_token_id
     vocabulary = int(config.vocab_size)
     suppressed = tuple(

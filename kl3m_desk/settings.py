@@ -1,8 +1,8 @@
 """The settings file: sampling parameters and the last model folder, kept across restarts.
 
 Settings live in `settings.json` under the user config folder (see kl3m_desk.paths). Loading is
-tolerant: a file that is not valid JSON, or a value of the wrong type, falls back to defaults for
-the bad part, a copy of a damaged file is kept beside it, and the problem is reported once through
+tolerant. A file that is not valid JSON, or a value of the wrong type, falls back to defaults for
+the bad part. A copy of a damaged file is kept beside it, and the problem is reported once through
 `Settings.load_warnings`. Saving writes a temporary file and renames it over the old one, so a crash
 during a save never leaves a half-written file.
 """

@@ -26,7 +26,7 @@ class InferenceWorker(QObject):
     """Runs load and generation requests on the inference thread.
 
     Every slot catches every exception, logs it and reports it through a failure signal, so the
-    GUI never waits for an answer that will not come. Every signal carries the job id it answers.
+    GUI never waits for a result that will not come. Every signal carries the id of its job.
     """
 
     # job id, step, number of steps, description of the step
@@ -65,7 +65,7 @@ class InferenceWorker(QObject):
             log.warning("Model load failed: %s", error)
             self.load_failed.emit(job_id, str(error))
             return
-        except Exception as error:  # a bug or an unforeseen library error: report, never hang
+        except Exception as error:  # a bug or an unforeseen library error is reported too
             log.exception("Model load failed unexpectedly for %s", folder)
             self.load_failed.emit(job_id, f"Loading the model in {folder} failed: {error!r}.")
             return

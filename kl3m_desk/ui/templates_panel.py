@@ -1,4 +1,4 @@
-"""The clause template panel and the dialog that asks for a template's fields."""
+"""The clause template panel and the dialog for a template's fill-in fields."""
 
 from __future__ import annotations
 
@@ -17,7 +17,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from kl3m_desk.templates import ClauseTemplate, TemplateFieldError, TemplateLibrary
+from kl3m_desk.templates import (
+    ClauseTemplate,
+    TemplateField,
+    TemplateFieldError,
+    TemplateLibrary,
+)
 
 _TEMPLATE_ROLE = Qt.ItemDataRole.UserRole
 
@@ -135,24 +140,15 @@ class TemplateFieldsDialog(QDialog):
             description = QLabel(template.description)
             description.setWordWrap(True)
             layout.addWidget(description)
+
         form = QFormLayout()
         layout.addLayout(form)
         self.inputs: dict[str, QLineEdit | QComboBox] = {}
         for field in template.fields:
-            initial = remembered.get(field.name) or field.default
-            widget: QLineEdit | QComboBox
-            if field.kind == "choice":
-                widget = QComboBox()
-                widget.addItems(list(field.choices))
-                if initial in field.choices:
-                    widget.setCurrentText(initial)
-            else:
-                widget = QLineEdit(initial)
-                if not field.default:
-                    widget.setPlaceholderText("required")
-            widget.setAccessibleName(field.label)
+            widget = self._create_input(field, remembered.get(field.name) or field.default)
             form.addRow(f"{field.label}:", widget)
             self.inputs[field.name] = widget
+
         self.error_label = QLabel()
         self.error_label.setWordWrap(True)
         self.error_label.setStyleSheet("color: #b00020;")
@@ -165,6 +161,21 @@ class TemplateFieldsDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
+
+    @staticmethod
+    def _create_input(field: TemplateField, initial: str) -> QLineEdit | QComboBox:
+        widget: QLineEdit | QComboBox
+        if field.kind == "choice":
+            widget = QComboBox()
+            widget.addItems(list(field.choices))
+            if initial in field.choices:
+                widget.setCurrentText(initial)
+        else:
+            widget = QLineEdit(initial)
+            if not field.default:
+                widget.setPlaceholderText("required")
+        widget.setAccessibleName(field.label)
+        return widget
 
     def values(self) -> dict[str, str]:
         """Return the values entered, keyed by field name."""
