@@ -15,4 +15,6 @@ APP_NAME = "kl3m-desk"
 # same way.
 for _variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
     os.environ[_variable] = "1"
+# Hub kernels are compiled code that transformers would fetch from the Hub: never use them.
+os.environ["USE_HUB_KERNELS"] = "0"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

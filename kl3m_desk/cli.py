@@ -11,10 +11,14 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from kl3m_desk import APP_NAME, __version__
 from kl3m_desk.logging_setup import configure_logging, log_startup
 from kl3m_desk.params import PARAMETERS, ParameterSpec, SamplingParams
+
+if TYPE_CHECKING:
+    from kl3m_desk.model import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,20 @@ def build_gui_parser() -> argparse.ArgumentParser:
         help="model folder to load (default: the last folder used)",
     )
     parser.add_argument("--debug", action="store_true", help="log at DEBUG level")
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="check this installation offscreen with the network blocked: load the bundled model "
+        "(or --model DIR, or a tiny random one), stream a few tokens, save and reopen a document, "
+        "then exit with status 0 on success",
+    )
+    parser.add_argument(
+        "--self-test-report",
+        type=Path,
+        metavar="PATH",
+        help="JSON file for the self-test report (default: kl3m-desk-self-test.json in the "
+        "current folder)",
+    )
     parser.add_argument("--version", action="version", version=f"{APP_NAME} {__version__}")
     parser.add_argument(
         "file", type=Path, nargs="?", metavar="FILE", help="UTF-8 .txt or .md document to open"
@@ -97,11 +115,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_generate(arguments[1:])
 
     options = build_gui_parser().parse_args(arguments)
+    if options.self_test:
+        from kl3m_desk.ui.selftest import run_self_test
+
+        return run_self_test(options.self_test_report, options.model)
+
     log_path = configure_logging(debug=options.debug, console=options.debug)
     log_startup()
     from kl3m_desk.ui.app import run_gui  # Qt is imported only for the window
 
     return run_gui(options.model, options.file, log_path)
+
+
+def notice(message: str) -> None:
+    """Print a notice about the run to standard error, where it stays apart from the text."""
+    print(f"{APP_NAME}: {message}", file=sys.stderr)
+
+
+def parse_sampling(parser: argparse.ArgumentParser, options: argparse.Namespace) -> SamplingParams:
+    """Validate the sampling options, telling the user about every value pulled into range."""
+    raw = {spec.name: getattr(options, spec.name) for spec in PARAMETERS}
+    try:
+        params = SamplingParams.from_mapping(raw)
+    except ValueError as error:
+        parser.error(str(error))
+    for spec in PARAMETERS:
+        given, used = raw[spec.name], getattr(params, spec.name)
+        if given is not None and used != given:
+            notice(
+                f"{spec.option} {given} is outside {spec.describe_range()}; "
+                f"using {spec.format_value(used)}."
+            )
+    return params
 
 
 def run_generate(arguments: Sequence[str]) -> int:
@@ -110,19 +155,13 @@ def run_generate(arguments: Sequence[str]) -> int:
     options = parser.parse_args(arguments)
     configure_logging(debug=options.debug, console=options.debug)
     log_startup()
-    try:
-        params = SamplingParams.from_mapping(
-            {spec.name: getattr(options, spec.name) for spec in PARAMETERS}
-        )
-    except ValueError as error:
-        parser.error(str(error))
+    params = parse_sampling(parser, options)
     if options.num_return_sequences < 1:
         parser.error(
             f"--num-return-sequences must be 1 or more, not {options.num_return_sequences}."
         )
     prompt_text = sys.stdin.read() if options.prompt == "-" else options.prompt
 
-    from kl3m_desk.generation import build_prompt, stream_completion
     from kl3m_desk.model import ModelLoadError, load_model
     from kl3m_desk.settings import Settings
 
@@ -132,8 +171,22 @@ def run_generate(arguments: Sequence[str]) -> int:
     try:
         loaded = load_model(folder)
     except ModelLoadError as error:
-        print(f"{APP_NAME}: {error}", file=sys.stderr)
+        notice(str(error))
         return EXIT_ERROR
+    if params.max_new_tokens > loaded.max_positions - 1:
+        notice(
+            f"--max-new-tokens {params.max_new_tokens} does not fit the model's "
+            f"{loaded.max_positions} positions; using {loaded.max_positions - 1}."
+        )
+    return stream_sequences(loaded, prompt_text, params, options.num_return_sequences)
+
+
+def stream_sequences(loaded: LoadedModel, text: str, params: SamplingParams, count: int) -> int:
+    """Stream `count` completions of `text` to standard output; returns the exit status.
+
+    Ctrl+C stops the current completion and ends the run with status 130.
+    """
+    from kl3m_desk.generation import build_prompt, stream_completion
 
     cancel = threading.Event()
 
@@ -142,18 +195,16 @@ def run_generate(arguments: Sequence[str]) -> int:
 
     previous_handler = signal.signal(signal.SIGINT, interrupt)
     try:
-        prompt = build_prompt(loaded, prompt_text, params.max_new_tokens)
+        prompt = build_prompt(loaded, text, params.max_new_tokens)
         if prompt.dropped_characters:
-            print(
-                f"[prompt: the earliest {prompt.dropped_characters:,} characters did not fit the "
-                f"{prompt.available}-token window and were dropped]",
-                file=sys.stderr,
+            notice(
+                f"the earliest {prompt.dropped_characters:,} characters of the prompt did not fit "
+                f"the {prompt.available}-token window and were dropped."
             )
-        for index in range(options.num_return_sequences):
-            if options.num_return_sequences > 1:
-                print(
-                    f"\n=== Sequence {index + 1} of {options.num_return_sequences} ===", flush=True
-                )
+        for index in range(count):
+            if count > 1:
+                separator = "\n" if index else ""
+                print(f"{separator}=== Sequence {index + 1} of {count} ===", flush=True)
             seed = None if params.seed is None else (params.seed + index) % 2**32
             result = stream_completion(
                 loaded,
@@ -163,8 +214,9 @@ def run_generate(arguments: Sequence[str]) -> int:
                 cancel,
             )
             print(flush=True)
+            label = f"sequence {index + 1}: " if count > 1 else ""
             print(
-                f"[{len(result.token_ids)} tokens, {result.tokens_per_second:.1f} tokens/s, "
+                f"[{label}{len(result.token_ids)} tokens, {result.tokens_per_second:.1f} tokens/s, "
                 f"stop: {result.stop_reason}, seed {result.seed}]",
                 file=sys.stderr,
             )

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
+from kl3m_desk.manifest import ManifestError, manifest_model_name, verify_manifest
+
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
@@ -193,6 +195,11 @@ def load_model(folder: Path, progress: ProgressCallback | None = None) -> Loaded
     report(0, "Checking model files")
     model_folder = inspect_model_folder(Path(folder))
     folder = model_folder.path
+    try:
+        if verify_manifest(folder):
+            log.info("Model files in %s match their manifest", folder)
+    except (ManifestError, OSError) as error:
+        raise ModelLoadError(str(error)) from error
 
     # Imported here so that starting the window does not wait for transformers to import.
     import transformers
@@ -267,7 +274,7 @@ def _describe_loaded(folder: Path, model: Any, tokenizer: Any, seconds: float) -
     )
     return LoadedModel(
         folder=folder,
-        name=folder.name,
+        name=manifest_model_name(folder) or folder.name,
         model=model,
         tokenizer=tokenizer,
         device=torch.device("cpu"),

@@ -47,3 +47,16 @@ def resource_path(*parts: str) -> Path:
             "Reinstall kl3m-desk."
         )
     return path
+
+
+def bundled_model_dir() -> Path | None:
+    """Return the model folder bundled with a frozen app, or None when there is none.
+
+    The release build may put a model in `model/` beside `resources/`; the app uses it when the
+    user has chosen no other model.
+    """
+    bundle_dir = getattr(sys, "_MEIPASS", None)
+    if not getattr(sys, "frozen", False) or not bundle_dir:
+        return None
+    folder = Path(bundle_dir) / "model"
+    return folder if (folder / "config.json").is_file() else None

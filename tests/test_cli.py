@@ -89,3 +89,26 @@ def test_help_lists_units_and_defaults() -> None:
         assert spec.describe_range() in help_by_option[spec.option]
         if spec.unit:
             assert spec.unit in help_by_option[spec.option]
+
+
+def test_generate_reports_clamped_values(tiny_model_dir: Path) -> None:
+    completed = run_cli(
+        "generate",
+        "--model",
+        str(tiny_model_dir),
+        "--temperature",
+        "3",
+        "--top-p",
+        "0",
+        "--max-new-tokens",
+        "1500",
+        "--seed",
+        "1",
+        "Assignment.",
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "--temperature 3.0 is outside 0.00 to 2.00; using 2.00." in completed.stderr
+    assert "--top-p 0.0 is outside 0.01 to 1.00; using 0.01." in completed.stderr
+    assert "--max-new-tokens 1500 does not fit the model's 1024 positions; using 1023." in (
+        completed.stderr
+    )

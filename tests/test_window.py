@@ -376,6 +376,29 @@ def test_non_utf8_file_reported(qtbot: QtBot, tmp_path: Path) -> None:
     window.controller.shutdown()
 
 
+def test_document_error_survives_model_load(
+    qtbot: QtBot, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    window = make_window(qtbot)
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("Caf\xe9".encode("latin-1"))
+    window.load_model(tiny_model_dir)
+    assert not window.open_document(path, ask=False)
+    qtbot.waitUntil(lambda: window.controller.model is not None, timeout=30_000)
+    assert window.message_bar.isVisible()
+    assert any("not UTF-8" in text for text in window.message_bar.messages())
+    assert not any("No model is loaded" in text for text in window.message_bar.messages())
+    window.controller.shutdown()
+
+
+def test_failed_load_clears_progress_message(qtbot: QtBot, tmp_path: Path) -> None:
+    window = make_window(qtbot)
+    with qtbot.waitSignal(window.controller.load_failed, timeout=10_000):
+        window.load_model(tmp_path / "absent")
+    assert window.statusBar().currentMessage() == "The model could not be loaded"
+    window.controller.shutdown()
+
+
 CLOSE_WHILE_STREAMING = textwrap.dedent(
     """
     import sys, time

@@ -14,10 +14,11 @@ from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from kl3m_desk import APP_NAME, __version__, paths
-from kl3m_desk.resources import ResourceNotFoundError, resource_path
+from kl3m_desk.resources import ResourceNotFoundError, bundled_model_dir, resource_path
 from kl3m_desk.settings import Settings
 from kl3m_desk.templates import load_library
 from kl3m_desk.ui.main_window import MainWindow
+from kl3m_desk.ui.message_bar import Topic
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +91,13 @@ def run_gui(model: Path | None, file: Path | None, log_path: Path | None) -> int
     library = load_library([resource_path("templates"), user_templates])
     window = MainWindow(settings, library)
     window.show()
-    for warning in settings.load_warnings:
-        window.message_bar.show_message(warning)
-
-    if file is not None:
-        window.open_document(file, ask=False)
-    folder = model or settings.last_model_dir
+    folder = model or settings.last_model_dir or bundled_model_dir()
     if folder is not None:
         window.load_model(folder)
+    if file is not None:
+        window.open_document(file, ask=False)
+    if settings.load_warnings:
+        window.message_bar.show_message(Topic.SETTINGS, "\n".join(settings.load_warnings))
     status = app.exec()
     log.info("Exiting with status %d", status)
     return status

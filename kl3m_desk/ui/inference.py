@@ -54,6 +54,7 @@ class InferenceWorker(QObject):
         """Load the model in `folder`; runs on the inference thread."""
         if self._shutting_down.is_set():
             return
+        threading.current_thread().name = "inference"  # QThread's Python name is "Dummy-N"
         try:
             loaded = load_model(
                 folder,

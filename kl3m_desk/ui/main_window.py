@@ -11,7 +11,6 @@ from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
-    QFrame,
     QHBoxLayout,
     QLabel,
     QMainWindow,
@@ -31,6 +30,7 @@ from kl3m_desk.settings import Settings
 from kl3m_desk.templates import ClauseTemplate, TemplateLibrary
 from kl3m_desk.ui.editor import DraftEditor, StreamInsertion, document_text, text_before
 from kl3m_desk.ui.inference import InferenceController
+from kl3m_desk.ui.message_bar import MessageBar, Topic
 from kl3m_desk.ui.parameters_panel import ParametersPanel
 from kl3m_desk.ui.templates_panel import TemplateFieldsDialog, TemplatesPanel
 
@@ -45,44 +45,6 @@ class UnsavedChoice(Enum):
     SAVE = "save"
     DISCARD = "discard"
     CANCEL = "cancel"
-
-
-class MessageBar(QFrame):
-    """An inline notice above the editor for errors that must not block the window."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setObjectName("messageBar")
-        self.setStyleSheet(
-            "#messageBar { background: #fdecea; border: 1px solid #f5c2c0; border-radius: 4px; }"
-        )
-        self.label = QLabel()
-        self.label.setWordWrap(True)
-        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.action_button = QPushButton()
-        self.action_button.setVisible(False)
-        self._action: QAction | None = None
-        self.action_button.clicked.connect(self._trigger_action)
-        close_button = QPushButton("Dismiss")
-        close_button.clicked.connect(self.hide)
-        layout = QHBoxLayout(self)
-        layout.addWidget(self.label, 1)
-        layout.addWidget(self.action_button)
-        layout.addWidget(close_button)
-        self.hide()
-
-    def show_message(self, text: str, action: QAction | None = None) -> None:
-        """Show `text`, with a button for `action` when one is given."""
-        self.label.setText(text)
-        self._action = action
-        if action is not None:
-            self.action_button.setText(action.text().replace("&", "").rstrip("…."))
-        self.action_button.setVisible(action is not None)
-        self.show()
-
-    def _trigger_action(self) -> None:
-        if self._action is not None:
-            self._action.trigger()
 
 
 class MainWindow(QMainWindow):
@@ -270,6 +232,7 @@ class MainWindow(QMainWindow):
     def _show_no_model(self) -> None:
         if self.controller.model is None and not self.controller.is_loading:
             self.message_bar.show_message(
+                Topic.MODEL,
                 "No model is loaded. Choose a model folder that contains config.json, "
                 "model.safetensors and tokenizer.json.",
                 self.choose_model_action,
@@ -280,7 +243,7 @@ class MainWindow(QMainWindow):
     def load_model(self, folder: Path) -> None:
         """Load the model in `folder` in the background; Generate stays disabled until ready."""
         self._end_insertion()
-        self.message_bar.hide()
+        self.message_bar.clear(Topic.MODEL)
         self.model_label.setText(f"Loading {folder.name}…")
         self.load_progress.setRange(0, 0)
         self.load_progress.setVisible(True)
@@ -304,7 +267,7 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def _model_ready(self, loaded: LoadedModel) -> None:
         self.load_progress.setVisible(False)
-        self.message_bar.hide()
+        self.message_bar.clear(Topic.MODEL)
         self.model_label.setText(loaded.describe())
         self.model_label.setToolTip(
             f"{loaded.folder}\n{loaded.parameter_count:,} parameters, "
@@ -320,7 +283,8 @@ class MainWindow(QMainWindow):
     def _load_failed(self, message: str) -> None:
         self.load_progress.setVisible(False)
         self.model_label.setText("No model")
-        self.message_bar.show_message(message, self.choose_model_action)
+        self.statusBar().showMessage("The model could not be loaded", 8000)
+        self.message_bar.show_message(Topic.MODEL, message, self.choose_model_action)
         self._update_controls()
 
     # --- generation -----------------------------------------------------------------------
@@ -333,7 +297,7 @@ class MainWindow(QMainWindow):
         position = self.editor.textCursor().position()
         text = text_before(self.editor.document(), position)
         self._insertion = StreamInsertion(self.editor.document(), position)
-        self.message_bar.hide()
+        self.message_bar.clear(Topic.GENERATION)
         self.controller.generate(text, self.parameters_panel.params())
         self.speed_label.setText("Generating…")
         self._update_controls()
@@ -391,7 +355,7 @@ class MainWindow(QMainWindow):
     def _generation_failed(self, message: str) -> None:
         self._insertion = None
         self.speed_label.setText("Generation failed")
-        self.message_bar.show_message(message)
+        self.message_bar.show_message(Topic.GENERATION, message)
         self._update_controls()
 
     # --- templates ------------------------------------------------------------------------
@@ -446,7 +410,8 @@ class MainWindow(QMainWindow):
         try:
             document = read_document(path)
         except DocumentError as error:
-            self.message_bar.show_message(str(error))
+            log.warning("Could not open %s: %s", path, error)
+            self.message_bar.show_message(Topic.DOCUMENT, str(error))
             return False
         self._end_insertion()
         self.editor.setPlainText(document.text)
@@ -468,7 +433,7 @@ class MainWindow(QMainWindow):
         """Save to the current file, or ask for one; returns True when the text was written."""
         if self.file_path is None:
             return self.save_as()
-        return self._write(self.file_path)
+        return self.save_to(self.file_path)
 
     def save_as(self) -> bool:
         """Ask for a file name and save there."""
@@ -476,14 +441,16 @@ class MainWindow(QMainWindow):
         name, _ = QFileDialog.getSaveFileName(self, "Save document", start, DOCUMENT_FILTER)
         if not name:
             return False
-        return self._write(Path(name))
+        return self.save_to(Path(name))
 
-    def _write(self, path: Path) -> bool:
+    def save_to(self, path: Path) -> bool:
+        """Save the document to `path`; on failure show why and keep the document open."""
         text = document_text(self.editor.document())
         try:
             save_document(path, TextDocument(text=text, newline=self.newline))
         except DocumentError as error:
-            self.message_bar.show_message(str(error), self.save_as_action)
+            log.warning("Could not save %s: %s", path, error)
+            self.message_bar.show_message(Topic.DOCUMENT, str(error), self.save_as_action)
             return False
         self.file_path = path
         self.editor.document().setModified(False)
