@@ -24,6 +24,8 @@ from kl3m_desk.params import PARAMETERS, SamplingParams
 log = logging.getLogger(__name__)
 
 SETTINGS_FILE_NAME = "settings.json"
+DEVICE_SETTINGS = ("auto", "cpu", "mps")
+DTYPE_SETTINGS = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -32,6 +34,10 @@ class Settings:
 
     sampling: SamplingParams = field(default_factory=SamplingParams.defaults)
     last_model_dir: Path | None = None
+    model_dirs: list[Path] = field(default_factory=list)  # folders the user chose, newest last
+    limitations_shown: bool = False  # the model card's limitations were shown once
+    device: str = "auto"  # "auto", "cpu" or "mps"
+    dtype: str = "auto"  # "auto", "float32", "bfloat16" or "float16"
     path: Path = field(default_factory=lambda: paths.config_dir() / SETTINGS_FILE_NAME)
     load_warnings: list[str] = field(default_factory=list)  # problems found by `load`
 
@@ -58,13 +64,27 @@ class Settings:
 
         settings._read_sampling(data.get("sampling", {}))
         settings._read_model_dir(data.get("last_model_dir"))
+        settings._read_model_dirs(data.get("model_dirs", []))
+        settings._read_choice("device", data.get("device", "auto"), DEVICE_SETTINGS)
+        settings._read_choice("dtype", data.get("dtype", "auto"), DTYPE_SETTINGS)
+        if isinstance(data.get("limitations_shown"), bool):
+            settings.limitations_shown = data["limitations_shown"]
         return settings
+
+    def remember_model_dir(self, folder: Path) -> None:
+        """Record `folder` as the last model used and among the folders the user chose."""
+        self.last_model_dir = folder
+        self.model_dirs = [path for path in self.model_dirs if path != folder] + [folder]
 
     def save(self) -> None:
         """Write the settings atomically, raising OSError when the folder is not writable."""
         data = {
             "sampling": self.sampling.to_mapping(),
             "last_model_dir": str(self.last_model_dir) if self.last_model_dir else None,
+            "model_dirs": [str(path) for path in self.model_dirs],
+            "limitations_shown": self.limitations_shown,
+            "device": self.device,
+            "dtype": self.dtype,
         }
         text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
         write_text_atomically(self.path, text)
@@ -114,6 +134,23 @@ class Settings:
             self._warn(f"The last model folder in {self.path} is not a path; it was ignored.")
             return
         self.last_model_dir = Path(raw)
+
+    def _read_model_dirs(self, raw: object) -> None:
+        if not isinstance(raw, list) or not all(isinstance(item, str) and item for item in raw):
+            self._warn(
+                f"The model folder list in {self.path} is not a list of paths; it was reset."
+            )
+            return
+        self.model_dirs = [Path(item) for item in raw]
+
+    def _read_choice(self, name: str, raw: object, choices: tuple[str, ...]) -> None:
+        if raw not in choices:
+            self._warn(
+                f"The {name} setting {raw!r} in {self.path} is not one of {', '.join(choices)}; "
+                '"auto" is used.'
+            )
+            return
+        setattr(self, name, raw)
 
     def _warn(self, message: str) -> None:
         log.warning("%s", message)

@@ -37,6 +37,7 @@ def discard_on_close(monkeypatch: pytest.MonkeyPatch) -> None:
 def make_window(qtbot: QtBot, **sampling: object) -> MainWindow:
     settings = Settings.load()
     settings.sampling = SamplingParams.defaults().replace(**sampling)
+    settings.limitations_shown = True
     window = MainWindow(settings, load_library())
     qtbot.addWidget(window)
     window.show()
@@ -82,7 +83,7 @@ def test_window_shows_before_model_ready(qtbot: QtBot, tiny_model_dir: Path) -> 
     window = make_window(qtbot)
     assert window.isVisible()
     assert not window.generate_action.isEnabled()
-    assert window.message_bar.isVisible()
+    assert window.first_run.isVisible()
     window.load_model(tiny_model_dir)
     assert window.load_progress.isVisible()
     assert not window.generate_button.isEnabled()
@@ -92,6 +93,24 @@ def test_window_shows_before_model_ready(qtbot: QtBot, tiny_model_dir: Path) -> 
     assert window.parameters_panel.row("max_new_tokens").box.maximum() == 1023
     assert Settings.load().last_model_dir == tiny_model_dir
     window.controller.shutdown()
+
+
+def test_limitations_shown_once(qtbot: QtBot, tiny_model_dir: Path) -> None:
+    settings = Settings.load()
+    window = MainWindow(settings, load_library())
+    qtbot.addWidget(window)
+    window.load_model(tiny_model_dir)
+    qtbot.waitUntil(lambda: window.controller.model is not None, timeout=30_000)
+    assert any("not legal advice" in text for text in window.message_bar.messages())
+    assert Settings.load().limitations_shown
+    window.controller.shutdown()
+
+    again = MainWindow(Settings.load(), load_library())
+    qtbot.addWidget(again)
+    again.load_model(tiny_model_dir)
+    qtbot.waitUntil(lambda: again.controller.model is not None, timeout=30_000)
+    assert not any("not legal advice" in text for text in again.message_bar.messages())
+    again.controller.shutdown()
 
 
 def test_missing_model_folder_named(qtbot: QtBot, tmp_path: Path) -> None:
@@ -387,7 +406,6 @@ def test_document_error_survives_model_load(
     qtbot.waitUntil(lambda: window.controller.model is not None, timeout=30_000)
     assert window.message_bar.isVisible()
     assert any("not UTF-8" in text for text in window.message_bar.messages())
-    assert not any("No model is loaded" in text for text in window.message_bar.messages())
     window.controller.shutdown()
 
 

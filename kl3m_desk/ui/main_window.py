@@ -25,18 +25,28 @@ from kl3m_desk import APP_NAME
 from kl3m_desk.documents import DocumentError, TextDocument, read_document, save_document
 from kl3m_desk.generation import GenerationResult, Prompt
 from kl3m_desk.model import LoadedModel
+from kl3m_desk.model_catalog import list_models
 from kl3m_desk.params import SamplingParams
 from kl3m_desk.settings import Settings
 from kl3m_desk.templates import ClauseTemplate, TemplateLibrary
 from kl3m_desk.ui.editor import DraftEditor, StreamInsertion, document_text, text_before
+from kl3m_desk.ui.first_run import FirstRunPanel
 from kl3m_desk.ui.inference import InferenceController
 from kl3m_desk.ui.message_bar import MessageBar, Topic
+from kl3m_desk.ui.model_manager import ModelManagerDialog
 from kl3m_desk.ui.parameters_panel import ParametersPanel
 from kl3m_desk.ui.templates_panel import TemplateFieldsDialog, TemplatesPanel
 
 log = logging.getLogger(__name__)
 
 DOCUMENT_FILTER = "Text documents (*.txt *.md);;All files (*)"
+
+# Shown once, after the first model loads, so no draft is mistaken for legal advice.
+MODEL_LIMITATIONS = (
+    "Before you rely on a draft: the model writes plausible contract language, not legal advice. "
+    "It can be wrong, out of date or unsuited to your matter, and every passage it generates "
+    "needs review by a qualified professional."
+)
 
 
 class UnsavedChoice(Enum):
@@ -70,9 +80,11 @@ class MainWindow(QMainWindow):
 
         self.editor = DraftEditor()
         self.message_bar = MessageBar()
+        self.first_run = FirstRunPanel()
         central = QWidget()
         central_layout = QVBoxLayout(central)
         central_layout.setContentsMargins(4, 4, 4, 0)
+        central_layout.addWidget(self.first_run)
         central_layout.addWidget(self.message_bar)
         central_layout.addWidget(self.editor, 1)
         self.setCentralWidget(central)
@@ -118,6 +130,9 @@ class MainWindow(QMainWindow):
             self.choose_model_folder,
             tip="Load a model folder with safetensors weights",
         )
+        self.models_action = action(
+            "Mo&dels…", self.open_model_manager, tip="See, switch and remove models"
+        )
         self.quit_action = action("&Quit", self.close, QKeySequence.StandardKey.Quit)
         self.undo_action = action("&Undo", self.undo, QKeySequence.StandardKey.Undo)
         self.redo_action = action("&Redo", self.editor.redo, QKeySequence.StandardKey.Redo)
@@ -137,6 +152,7 @@ class MainWindow(QMainWindow):
             file_menu.addAction(item)
         file_menu.addSeparator()
         file_menu.addAction(self.choose_model_action)
+        file_menu.addAction(self.models_action)
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
         edit_menu = self.menuBar().addMenu("&Edit")
@@ -202,6 +218,8 @@ class MainWindow(QMainWindow):
         self.redo_action.setEnabled(False)
         self.parameters_panel.params_changed.connect(self._params_changed)
         self.templates_panel.template_chosen.connect(self.choose_template)
+        self.first_run.choose_folder_requested.connect(self.choose_model_folder)
+        self.first_run.previous_chosen.connect(self.load_model)
 
         self.controller.load_progress.connect(self._load_progress)
         self.controller.model_ready.connect(self._model_ready)
@@ -230,13 +248,11 @@ class MainWindow(QMainWindow):
         )
 
     def _show_no_model(self) -> None:
-        if self.controller.model is None and not self.controller.is_loading:
-            self.message_bar.show_message(
-                Topic.MODEL,
-                "No model is loaded. Choose a model folder that contains config.json, "
-                "model.safetensors and tokenizer.json.",
-                self.choose_model_action,
-            )
+        """Show the first-run panel while no model is loaded or loading."""
+        needed = self.controller.model is None and not self.controller.is_loading
+        if needed:
+            self.first_run.set_previous(list_models(self.settings))
+        self.first_run.setVisible(needed)
 
     # --- model ----------------------------------------------------------------------------
 
@@ -248,7 +264,15 @@ class MainWindow(QMainWindow):
         self.load_progress.setRange(0, 0)
         self.load_progress.setVisible(True)
         self.controller.load(folder)
+        self.first_run.hide()
         self._update_controls()
+
+    def open_model_manager(self) -> None:
+        """Show the model manager; the model picked there is loaded without a restart."""
+        current = self.controller.model.folder if self.controller.model else None
+        dialog = ModelManagerDialog(self.settings, current, self)
+        dialog.model_chosen.connect(self.load_model)
+        dialog.exec()
 
     def choose_model_folder(self) -> None:
         """Ask for a model folder and load it."""
@@ -275,16 +299,22 @@ class MainWindow(QMainWindow):
         )
         self.parameters_panel.set_maximum("max_new_tokens", loaded.max_positions - 1)
         self.statusBar().showMessage(f"Model ready: {loaded.name}", 5000)
-        self.settings.last_model_dir = loaded.folder
+        self.first_run.hide()
+        self.settings.remember_model_dir(loaded.folder)
+        if not self.settings.limitations_shown:
+            self.message_bar.show_message(Topic.MODEL, MODEL_LIMITATIONS)
+            self.settings.limitations_shown = True
         self._save_settings()
         self._update_controls()
 
     @Slot(str)
     def _load_failed(self, message: str) -> None:
         self.load_progress.setVisible(False)
-        self.model_label.setText("No model")
+        loaded = self.controller.model
+        self.model_label.setText(loaded.describe() if loaded else "No model")
         self.statusBar().showMessage("The model could not be loaded", 8000)
         self.message_bar.show_message(Topic.MODEL, message, self.choose_model_action)
+        self._show_no_model()
         self._update_controls()
 
     # --- generation -----------------------------------------------------------------------

@@ -1,0 +1,140 @@
+"""First-run panel, model catalog and model manager."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from PySide6.QtWidgets import QFileDialog
+from pytestqt.qtbot import QtBot
+
+from kl3m_desk.model_catalog import ModelSource, list_models, models_dir
+from kl3m_desk.settings import Settings
+from kl3m_desk.templates import load_library
+from kl3m_desk.ui.main_window import MainWindow, UnsavedChoice
+from kl3m_desk.ui.model_manager import COLUMNS, ModelManagerDialog
+
+
+@pytest.fixture(autouse=True)
+def discard_on_close(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(MainWindow, "ask_unsaved_changes", lambda _self: UnsavedChoice.DISCARD)
+
+
+@pytest.fixture
+def downloaded_model(tiny_model_dir: Path) -> Path:
+    """A copy of the tiny model where downloads go."""
+    target = models_dir() / "kl3m-tiny-download"
+    shutil.copytree(tiny_model_dir, target)
+    return target
+
+
+def test_first_run_panel_then_ready(
+    qtbot: QtBot, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    window = MainWindow(Settings.load(), load_library())
+    qtbot.addWidget(window)
+    window.show()
+    assert window.first_run.isVisible()
+    assert "kl3m-002-520m" in window.first_run.download_button.text()
+    assert not window.first_run.previous_button.isVisible()
+    assert not window.generate_action.isEnabled()
+
+    monkeypatch.setattr(
+        QFileDialog, "getExistingDirectory", lambda *_args, **_kwargs: str(tiny_model_dir)
+    )
+    window.first_run.choose_button.click()
+    qtbot.waitUntil(lambda: window.generate_action.isEnabled(), timeout=30_000)
+    assert not window.first_run.isVisible()
+    assert window.controller.model is not None
+    assert window.controller.model.folder == tiny_model_dir
+    window.controller.shutdown()
+
+
+def test_first_run_offers_previous_download(qtbot: QtBot, downloaded_model: Path) -> None:
+    window = MainWindow(Settings.load(), load_library())
+    qtbot.addWidget(window)
+    window.show()
+    assert window.first_run.previous_button.isVisible()
+    assert window.first_run.previous_box.count() == 1
+    window.first_run.previous_button.click()
+    qtbot.waitUntil(lambda: window.controller.model is not None, timeout=30_000)
+    assert window.controller.model.folder == downloaded_model
+    window.controller.shutdown()
+
+
+def test_catalog_describes_models(downloaded_model: Path, tiny_model_dir: Path) -> None:
+    settings = Settings.load()
+    settings.remember_model_dir(tiny_model_dir)
+    entries = list_models(settings)
+    assert [entry.source for entry in entries] == [ModelSource.DOWNLOADED, ModelSource.CHOSEN]
+    downloaded = entries[0]
+    assert downloaded.name == "kl3m-tiny-download"
+    assert downloaded.architecture == "MixtralForCausalLM"
+    assert downloaded.parameter_count == 4_638_272
+    assert downloaded.dtypes == ("float32",)
+    assert downloaded.size_bytes > downloaded.parameter_count * 4
+    assert downloaded.problem == ""
+    assert downloaded.removable
+    assert not entries[1].removable
+
+
+def test_catalog_reports_broken_folder(tmp_path: Path) -> None:
+    settings = Settings.load()
+    settings.remember_model_dir(tmp_path / "gone")
+    entries = list_models(settings)
+    assert len(entries) == 1
+    assert "does not exist" in entries[0].problem
+
+
+def test_manager_lists_and_loads(
+    qtbot: QtBot, downloaded_model: Path, tiny_model_dir: Path
+) -> None:
+    settings = Settings.load()
+    settings.remember_model_dir(tiny_model_dir)
+    dialog = ModelManagerDialog(settings, current=None)
+    qtbot.addWidget(dialog)
+    assert dialog.table.rowCount() == 2
+    assert dialog.table.item(0, COLUMNS.index("Name")).text() == "kl3m-tiny-download"
+    assert dialog.table.item(0, COLUMNS.index("Architecture")).text() == "MixtralForCausalLM"
+    assert dialog.table.item(0, COLUMNS.index("Parameters")).text() == "5M"
+    assert dialog.table.item(0, COLUMNS.index("Weights")).text() == "float32"
+    dialog.table.selectRow(1)
+    with qtbot.waitSignal(dialog.model_chosen) as blocker:
+        dialog.load_button.click()
+    assert blocker.args[0] == tiny_model_dir
+
+
+def test_manager_removes_download(
+    qtbot: QtBot, downloaded_model: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings.load()
+    settings.remember_model_dir(tiny_model_dir)
+    dialog = ModelManagerDialog(settings, current=tiny_model_dir)
+    qtbot.addWidget(dialog)
+    monkeypatch.setattr(dialog, "confirm_removal", lambda _entry: True)
+    dialog.table.selectRow(0)
+    assert dialog.remove_button.isEnabled()
+    dialog.remove_button.click()
+    assert not downloaded_model.exists()
+    assert dialog.table.rowCount() == 1
+    dialog.table.selectRow(0)
+    assert not dialog.remove_button.isEnabled()
+    assert tiny_model_dir.exists()
+
+
+def test_switch_model_without_restart(
+    qtbot: QtBot, downloaded_model: Path, tiny_model_dir: Path
+) -> None:
+    settings = Settings.load()
+    settings.limitations_shown = True
+    window = MainWindow(settings, load_library())
+    qtbot.addWidget(window)
+    window.load_model(tiny_model_dir)
+    qtbot.waitUntil(lambda: window.controller.model is not None, timeout=30_000)
+    with qtbot.waitSignal(window.controller.model_ready, timeout=30_000):
+        window.load_model(downloaded_model)
+    assert window.controller.model is not None
+    assert window.controller.model.folder == downloaded_model
+    assert "kl3m-tiny-download" in window.model_label.text()
+    window.controller.shutdown()
