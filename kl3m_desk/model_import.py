@@ -2,11 +2,12 @@
 
 Some published model folders contain only `pytorch_model.bin` (or shards listed in
 `pytorch_model.bin.index.json`), which `kl3m_desk.model.load_model` rejects because unpickling can
-run arbitrary code. This module reads such a checkpoint with `torch.load(weights_only=True)`, whose
-restricted unpickler builds tensors and plain containers only and raises `pickle.UnpicklingError`
-for any other object instead of creating it. The tensors are written unchanged (same names, dtypes
-and values) as safetensors into a copy of the folder under `paths.data_dir() / "models"`, together
-with the configuration and tokenizer files. Python files and the pickle files are never copied.
+run arbitrary code. This module reads such a checkpoint with `torch.load(weights_only=True)`. Its
+restricted unpickler (torch 2.13) builds only tensors, plain containers and primitive values, and
+raises `pickle.UnpicklingError` for any other object instead of creating it. The tensors are
+written unchanged (same names, dtypes and values) as safetensors into a copy of the folder under
+`paths.data_dir() / "models"`, together with the configuration and tokenizer files. Python files
+and the pickle files are never copied.
 
 The copy is written into a temporary folder beside its final place and renamed at the end, so an
 import that fails or is cancelled leaves nothing behind. No Qt here: the GUI runs
@@ -70,8 +71,8 @@ COPIED_FILES = (
     "LICENSE.txt",
 )
 
-# Tensor dtypes that safetensors 0.8 can store (its `safetensors/torch.py` dtype table).
-# save_file raises a bare KeyError for any other dtype, so they are rejected earlier with a message.
+# The tensor dtypes in the dtype table of safetensors 0.8 (`safetensors/torch.py`). save_file
+# raises a bare KeyError for any other dtype, so those are rejected earlier with a message.
 _SAFETENSORS_DTYPES = frozenset(
     dtype
     for dtype in (
@@ -91,11 +92,13 @@ _SAFETENSORS_DTYPES = frozenset(
         getattr(torch, "uint16", None),
         getattr(torch, "float8_e4m3fn", None),
         getattr(torch, "float8_e5m2", None),
+        getattr(torch, "float8_e4m3fnuz", None),
+        getattr(torch, "float8_e5m2fnuz", None),
     )
     if dtype is not None
 )
 
-# torch.save writes a zip archive since PyTorch 1.6; older files are a bare pickle stream.
+# torch.save has written a zip archive since PyTorch 1.6. Older files are a bare pickle stream.
 _ZIP_SIGNATURE = b"PK\x03\x04"
 _TEMPORARY_SUFFIX = ".importing"
 _REPLACED_SUFFIX = ".replaced"
@@ -104,11 +107,11 @@ ProgressCallback = Callable[[int, int, str], None]
 
 
 class CheckpointImportError(Exception):
-    """A pickle checkpoint could not be imported; the message names the file and what to do."""
+    """Error importing a pickle checkpoint. Its message names the file and what to do."""
 
 
 class ImportCancelled(CheckpointImportError):
-    """The import was cancelled through its cancel event, and nothing was written."""
+    """Cancellation of an import through its cancel event. No model folder is left behind."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ class ImportedModel:
 
 
 def default_target_root() -> Path:
-    """Return the folder that holds imported model copies."""
+    """Return the folder that contains imported model copies."""
     return paths.data_dir() / MODELS_SUBFOLDER
 
 
@@ -189,12 +192,14 @@ def import_pickle_checkpoint(
 ) -> ImportedModel:
     """Convert the pickle checkpoint in `folder` to a safetensors copy under `target_root`.
 
-    `target_root` defaults to `paths.data_dir() / "models"`. The copy is named after `folder`; an
-    earlier import of the same folder is replaced, and a folder of that name imported from
-    elsewhere is kept by appending "-2", "-3" and so on. `progress(step, total, message)` is called
-    once per shard and twice at the end, from the calling thread. `cancel` is checked between
-    shards and between tensors. Raises ImportCancelled when it is set, and CheckpointImportError
-    for every problem with the source or the target. Neither leaves a folder in `target_root`.
+    `target_root` defaults to `paths.data_dir() / "models"`. The copy is named after `folder`, and
+    it replaces an earlier import of the same folder. When a folder of that name contains an
+    import from elsewhere, that one is kept and the new copy gets "-2", "-3" and so on appended.
+
+    `progress(step, total, message)` is called once per shard and twice at the end, from the
+    calling thread. `cancel` is checked between shards and between tensors. Raises ImportCancelled
+    when it is set, and CheckpointImportError for every problem with the source or the target.
+    Neither leaves a folder in `target_root`.
     """
     source = Path(folder).expanduser()
     if not source.is_dir():
@@ -210,7 +215,7 @@ def import_pickle_checkpoint(
             "so there is no pickle checkpoint to import."
         )
     _check_side_files(source)
-    index = _read_pickle_index(source) if len(shards) > 1 else None
+    index = None if shards[0].name == PICKLE_FILE else _read_pickle_index(source)
 
     root = Path(target_root) if target_root is not None else default_target_root()
     root = root.expanduser()
@@ -286,7 +291,8 @@ def imported_copy(folder: Path, target_root: Path | None = None) -> Path | None:
     A copy counts only if its import record names `folder` and lists the same pickle files with
     the same size and sha256 as `folder` has now, and it passes `inspect_model_folder`. Matching
     the checksums re-reads every pickle file in full, so this costs about one read of the
-    checkpoint from disk (gigabytes for kl3m-002-520m). Files whose size changed are not hashed.
+    checkpoint from disk (about 2 GB for 520 million float32 weights). Files whose size changed
+    are not hashed.
     """
     source = Path(folder).expanduser()
     root = Path(target_root) if target_root is not None else default_target_root()
@@ -383,7 +389,7 @@ def _convert_shard(
     earlier_names: set[str],
     check_cancel: Callable[[], None],
 ) -> tuple[list[str], int]:
-    """Write the tensors of one pickle shard to `destination`; return their names and bytes."""
+    """Write the tensors of one pickle shard to `destination` and return their names and bytes."""
     state_dict = _load_state_dict(shard)
     if expected_names is not None:
         absent = sorted(expected_names - state_dict.keys())
@@ -409,10 +415,7 @@ def _convert_shard(
             f"Could not write {destination} ({error}). Free disk space or choose a writable "
             "folder, then import again."
         ) from error
-    names = list(tensors)
-    # Drop the references now so the memory map of this shard closes before the next one opens.
-    del state_dict, tensors
-    return names, size
+    return list(tensors), size
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -437,7 +440,7 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
             raise CheckpointImportError(
                 f"The checkpoint file {path} contains objects other than tensors (it refers to "
                 f"{rejected.group(1)}), so it was not loaded: opening it could run code. "
-                "Use a copy of the model with model.safetensors, or a checkpoint that holds "
+                "Use a copy of the model with model.safetensors, or a checkpoint that contains "
                 "only tensors."
             ) from None
         raise CheckpointImportError(
@@ -494,11 +497,12 @@ def _prepare_tensors(
 ) -> dict[str, torch.Tensor]:
     """Return the tensors in the form safetensors.torch.save_file accepts, values unchanged.
 
-    save_file raises for non-contiguous tensors and for tensors that share memory, such as tied
-    weights (`lm_head.weight` and `model.embed_tokens.weight` saved from one Parameter). So a
-    tensor that uses a storage an earlier tensor already uses is cloned into its own storage, and
-    a non-contiguous one is made contiguous. Both cost memory only for those tensors. The rest stay
-    memory-mapped views of the checkpoint file.
+    In safetensors 0.8, save_file raises ValueError for a non-contiguous tensor and RuntimeError
+    for tensors whose memory overlaps, such as tied weights (`lm_head.weight` and
+    `model.embed_tokens.weight` saved from one Parameter). So a tensor whose storage an earlier
+    tensor already uses is cloned, and a non-contiguous one is made contiguous. Only those tensors
+    are copied in memory. The rest stay views of the loaded checkpoint, which is memory-mapped
+    unless it has the pre-1.6 format.
     """
     prepared: dict[str, torch.Tensor] = {}
     seen_storages: set[int] = set()
@@ -594,7 +598,7 @@ def _make_temporary_folder(root: Path, name: str) -> Path:
 def _choose_target(root: Path, source: Path) -> Path:
     """Return the folder for the copy of `source`: its name, or the first free "-N" variant.
 
-    A folder that holds an earlier import of the same source is returned, to be replaced.
+    A folder that contains an earlier import of the same source is returned, to be replaced.
     """
     number = 1
     while True:
@@ -637,3 +641,29 @@ def _restore(replaced: Path, target: Path) -> None:
         replaced.rename(target)
     except OSError as error:
         log.error("Could not move the earlier import %s back to %s: %s", replaced, target, error)
+
+
+def loadable_folder(
+    folder: Path,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> Path:
+    """Return the folder to load for `folder`, importing a pickle checkpoint first if needed.
+
+    A folder with safetensors weights is returned as it is. A folder with only a pickle
+    checkpoint is imported once into the user data folder, and its converted copy is returned
+    then and on later calls. Raises CheckpointImportError (ImportCancelled on cancel).
+    """
+    folder = Path(folder).expanduser()
+    has_safetensors = (folder / "model.safetensors").is_file() or (
+        folder / "model.safetensors.index.json"
+    ).is_file()
+    if has_safetensors or not folder.is_dir() or not find_pickle_checkpoint(folder):
+        return folder
+    if progress is not None:
+        progress(0, 1, "Checking an earlier import")
+    copy = imported_copy(folder)
+    if copy is not None:
+        log.info("Using the imported copy %s of %s", copy, folder)
+        return copy
+    return import_pickle_checkpoint(folder, progress=progress, cancel=cancel).folder

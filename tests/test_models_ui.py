@@ -138,3 +138,53 @@ def test_switch_model_without_restart(
     assert window.controller.model.folder == downloaded_model
     assert "kl3m-tiny-download" in window.model_label.text()
     window.controller.shutdown()
+
+
+@pytest.fixture
+def pickle_only_model(tiny_model_dir: Path, tmp_path: Path) -> Path:
+    """The tiny model as a folder with only pytorch_model.bin for weights."""
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "pickle-model"
+    folder.mkdir()
+    for path in tiny_model_dir.iterdir():
+        if path.suffix != ".safetensors":
+            shutil.copyfile(path, folder / path.name)
+    torch.save(load_file(str(tiny_model_dir / "model.safetensors")), folder / "pytorch_model.bin")
+    return folder
+
+
+def test_pickle_folder_imported_then_loaded(qtbot: QtBot, pickle_only_model: Path) -> None:
+    settings = Settings.load()
+    settings.limitations_shown = True
+    window = MainWindow(settings, load_library())
+    qtbot.addWidget(window)
+    with qtbot.waitSignal(window.controller.model_ready, timeout=60_000) as blocker:
+        window.load_model(pickle_only_model)
+    loaded = blocker.args[0]
+    assert loaded.folder.parent == models_dir()
+    assert (loaded.folder / "model.safetensors").is_file()
+    assert not (loaded.folder / "pytorch_model.bin").exists()
+    window.controller.shutdown()
+
+
+def test_cancel_load_keeps_previous_model(
+    qtbot: QtBot, tiny_model_dir: Path, pickle_only_model: Path
+) -> None:
+    settings = Settings.load()
+    settings.limitations_shown = True
+    window = MainWindow(settings, load_library())
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(window.controller.model_ready, timeout=30_000):
+        window.load_model(tiny_model_dir)
+    window.load_model(pickle_only_model)
+    assert window.cancel_load_button.isVisible()
+    window.cancel_load_button.click()
+    assert not window.load_progress.isVisible()
+    qtbot.wait(1500)
+    assert window.controller.model is not None
+    assert window.controller.model.folder == tiny_model_dir
+    assert window.generate_action.isEnabled()
+    window.controller.shutdown()

@@ -17,6 +17,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from kl3m_desk.generation import GenerationResult, Prompt, build_prompt, stream_completion
 from kl3m_desk.model import LoadedModel, ModelLoadError, load_model
+from kl3m_desk.model_import import CheckpointImportError, loadable_folder
 from kl3m_desk.params import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -49,19 +50,27 @@ class InferenceWorker(QObject):
         self._shutting_down = shutting_down
         self._loaded: LoadedModel | None = None
 
-    @Slot(int, object)
-    def load(self, job_id: int, folder: Path) -> None:
-        """Load the model in `folder`; runs on the inference thread."""
+    @Slot(int, object, object)
+    def load(self, job_id: int, folder: Path, cancel: threading.Event) -> None:
+        """Load the model in `folder`; runs on the inference thread.
+
+        A folder with only a pickle checkpoint is imported into safetensors first, which `cancel`
+        can stop; the load itself runs to its end.
+        """
         if self._shutting_down.is_set():
             return
         threading.current_thread().name = "inference"  # QThread's Python name is "Dummy-N"
+
+        def progress(step: int, total: int, text: str) -> None:
+            self.load_progress.emit(job_id, step, total, text)
+
         try:
-            loaded = load_model(
-                folder,
-                progress=lambda step, total, text: self.load_progress.emit(
-                    job_id, step, total, text
-                ),
-            )
+            folder = loadable_folder(folder, progress=progress, cancel=cancel)
+            loaded = load_model(folder, progress=progress)
+        except CheckpointImportError as error:
+            log.warning("Checkpoint import failed: %s", error)
+            self.load_failed.emit(job_id, str(error))
+            return
         except ModelLoadError as error:
             log.warning("Model load failed: %s", error)
             self.load_failed.emit(job_id, str(error))
@@ -69,6 +78,9 @@ class InferenceWorker(QObject):
         except Exception as error:  # a bug or an unforeseen library error is reported too
             log.exception("Model load failed unexpectedly for %s", folder)
             self.load_failed.emit(job_id, f"Loading the model in {folder} failed: {error!r}.")
+            return
+        if cancel.is_set():
+            log.info("Model load of %s was cancelled; the loaded model is discarded", folder)
             return
         self._loaded = loaded
         self.model_loaded.emit(job_id, loaded)
@@ -120,7 +132,7 @@ class InferenceController(QObject):
     generation_failed = Signal(str)
 
     # Requests to the worker; queued across threads, so they run in order on the inference thread.
-    _request_load = Signal(int, object)
+    _request_load = Signal(int, object, object)
     _request_generate = Signal(int, str, object, object)
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -147,6 +159,7 @@ class InferenceController(QObject):
         self._generation_job: int | None = None
         self._stopped_job: int | None = None  # stopped run whose timing may still be reported
         self._cancel: threading.Event | None = None
+        self._load_cancel: threading.Event | None = None
         self.model: LoadedModel | None = None
         self._thread.start()
 
@@ -167,8 +180,17 @@ class InferenceController(QObject):
     def load(self, folder: Path) -> None:
         """Stop any generation and load the model in `folder` on the inference thread."""
         self.stop()
+        self.cancel_load()
         self._load_job = self._new_job()
-        self._request_load.emit(self._load_job, Path(folder))
+        self._load_cancel = threading.Event()
+        self._request_load.emit(self._load_job, Path(folder), self._load_cancel)
+
+    def cancel_load(self) -> None:
+        """Cancel the current load: an import stops, and its result is dropped either way."""
+        if self._load_cancel is not None:
+            self._load_cancel.set()
+        self._load_cancel = None
+        self._load_job = None
 
     def generate(self, text: str, params: SamplingParams) -> None:
         """Start a generation that continues `text`, stopping the current one first.
@@ -199,6 +221,7 @@ class InferenceController(QObject):
         """Stop work and end the inference thread, waiting for the current token to finish."""
         self._shutting_down.set()
         self.stop()
+        self.cancel_load()
         self._thread.quit()
         self._thread.wait()
 

@@ -200,11 +200,16 @@ class MainWindow(QMainWindow):
         self.context_label = QLabel()
         self.speed_label = QLabel()
         self.load_progress = QProgressBar()
-        self.load_progress.setMaximumWidth(180)
+        self.load_progress.setMaximumWidth(220)
         self.load_progress.setVisible(False)
+        self.cancel_load_button = QPushButton("Cancel")
+        self.cancel_load_button.setToolTip("Stop loading or importing the model")
+        self.cancel_load_button.setVisible(False)
+        self.cancel_load_button.clicked.connect(self.cancel_load)
         status.addPermanentWidget(self.context_label)
         status.addPermanentWidget(self.speed_label)
         status.addPermanentWidget(self.load_progress)
+        status.addPermanentWidget(self.cancel_load_button)
         status.addPermanentWidget(self.model_label)
 
     def _connect(self) -> None:
@@ -263,9 +268,24 @@ class MainWindow(QMainWindow):
         self.model_label.setText(f"Loading {folder.name}…")
         self.load_progress.setRange(0, 0)
         self.load_progress.setVisible(True)
+        self.cancel_load_button.setVisible(True)
         self.controller.load(folder)
         self.first_run.hide()
         self._update_controls()
+
+    def cancel_load(self) -> None:
+        """Stop loading the model; the model loaded before, if any, stays in use."""
+        self.controller.cancel_load()
+        self._loading_ended()
+        self.statusBar().showMessage("Model loading cancelled", 5000)
+        self._show_no_model()
+        self._update_controls()
+
+    def _loading_ended(self) -> None:
+        self.load_progress.setVisible(False)
+        self.cancel_load_button.setVisible(False)
+        loaded = self.controller.model
+        self.model_label.setText(loaded.describe() if loaded else "No model")
 
     def open_model_manager(self) -> None:
         """Show the model manager; the model picked there is loaded without a restart."""
@@ -290,9 +310,8 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _model_ready(self, loaded: LoadedModel) -> None:
-        self.load_progress.setVisible(False)
+        self._loading_ended()
         self.message_bar.clear(Topic.MODEL)
-        self.model_label.setText(loaded.describe())
         self.model_label.setToolTip(
             f"{loaded.folder}\n{loaded.parameter_count:,} parameters, "
             f"{loaded.max_positions:,} positions, loaded in {loaded.load_seconds:.1f} s"
@@ -309,9 +328,7 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def _load_failed(self, message: str) -> None:
-        self.load_progress.setVisible(False)
-        loaded = self.controller.model
-        self.model_label.setText(loaded.describe() if loaded else "No model")
+        self._loading_ended()
         self.statusBar().showMessage("The model could not be loaded", 8000)
         self.message_bar.show_message(Topic.MODEL, message, self.choose_model_action)
         self._show_no_model()
