@@ -66,6 +66,7 @@ class LoadedModel:
     suppressed_token_ids: tuple[int, ...]  # special tokens other than EOS, never sampled
     parameter_count: int
     load_seconds: float
+    device_reason: str = "CPU, float32: the reference precision."  # why this device and dtype
 
     @property
     def dtype_name(self) -> str:

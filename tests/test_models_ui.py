@@ -188,3 +188,18 @@ def test_cancel_load_keeps_previous_model(
     assert window.controller.model.folder == tiny_model_dir
     assert window.generate_action.isEnabled()
     window.controller.shutdown()
+
+
+def test_invalid_device_override_falls_back(qtbot: QtBot, tiny_model_dir: Path) -> None:
+    settings = Settings.load()
+    settings.limitations_shown = True
+    settings.device = "mps"  # as if copied from a Mac; this test machine has no MPS
+    window = MainWindow(settings, load_library())
+    qtbot.addWidget(window)
+    with qtbot.waitSignal(window.controller.model_ready, timeout=30_000) as blocker:
+        window.load_model(tiny_model_dir)
+    loaded = blocker.args[0]
+    assert loaded.device.type == "cpu"
+    assert "mps" in loaded.device_reason
+    assert "automatic choice" in loaded.device_reason
+    window.controller.shutdown()

@@ -89,7 +89,9 @@ def test_window_shows_before_model_ready(qtbot: QtBot, tiny_model_dir: Path) -> 
     assert not window.generate_button.isEnabled()
     qtbot.waitUntil(lambda: window.generate_button.isEnabled(), timeout=30_000)
     assert not window.load_progress.isVisible()
-    assert "CPU · float32" in window.model_label.text()
+    assert window.controller.model is not None
+    assert window.model_label.text() == window.controller.model.describe()
+    assert window.controller.model.device_reason in window.model_label.toolTip()
     assert window.parameters_panel.row("max_new_tokens").box.maximum() == 1023
     assert Settings.load().last_model_dir == tiny_model_dir
     window.controller.shutdown()

@@ -84,6 +84,7 @@ class FirstRunPanel(QFrame):
         self.previous_button.clicked.connect(self._choose_previous)
         self.set_previous([])
         self.set_downloading(False)
+        self.show_status("")
 
     def set_previous(self, entries: list[ModelEntry]) -> None:
         """Offer the loadable models downloaded or imported earlier."""
@@ -105,7 +106,7 @@ class FirstRunPanel(QFrame):
         self.cancel_button.setVisible(downloading)
         if downloading:
             self.progress.setRange(0, 0)
-            self.status_label.setText("Connecting…")
+            self.show_status("Connecting…")
 
     def show_progress(self, done: int, total: int, bytes_per_second: float) -> None:
         """Show bytes done of `total` and the current speed."""
@@ -114,11 +115,12 @@ class FirstRunPanel(QFrame):
             self.progress.setValue(int(1000 * done / total))
             self.progress.setFormat(f"{format_size(done)} of {format_size(total)}")
         speed = f", {format_size(int(bytes_per_second))}/s" if bytes_per_second > 0 else ""
-        self.status_label.setText(f"Downloading kl3m-002-520m{speed}")
+        self.show_status(f"Downloading kl3m-002-520m{speed}")
 
     def show_status(self, text: str) -> None:
         """Show a line of text under the buttons, such as why a download stopped."""
         self.status_label.setText(text)
+        self.status_label.setVisible(bool(text))
 
     def _choose_previous(self) -> None:
         folder = self.previous_box.currentData(Qt.ItemDataRole.UserRole)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from kl3m_desk.device import detect_hardware, select_and_verify
 from kl3m_desk.generation import GenerationResult, Prompt, build_prompt, stream_completion
-from kl3m_desk.model import LoadedModel, ModelLoadError, load_model
+from kl3m_desk.model import LOAD_STEPS, LoadedModel, ModelLoadError, load_model
 from kl3m_desk.model_import import CheckpointImportError, loadable_folder
 from kl3m_desk.params import SamplingParams
 
@@ -50,8 +52,10 @@ class InferenceWorker(QObject):
         self._shutting_down = shutting_down
         self._loaded: LoadedModel | None = None
 
-    @Slot(int, object, object)
-    def load(self, job_id: int, folder: Path, cancel: threading.Event) -> None:
+    @Slot(int, object, object, object)
+    def load(
+        self, job_id: int, folder: Path, cancel: threading.Event, placement: tuple[str, str]
+    ) -> None:
         """Load the model in `folder`; runs on the inference thread.
 
         A folder with only a pickle checkpoint is imported into safetensors first, which `cancel`
@@ -67,6 +71,8 @@ class InferenceWorker(QObject):
         try:
             folder = loadable_folder(folder, progress=progress, cancel=cancel)
             loaded = load_model(folder, progress=progress)
+            progress(LOAD_STEPS, LOAD_STEPS, "Choosing device and precision")
+            loaded = place_model(loaded, *placement)
         except CheckpointImportError as error:
             log.warning("Checkpoint import failed: %s", error)
             self.load_failed.emit(job_id, str(error))
@@ -113,6 +119,24 @@ class InferenceWorker(QObject):
         self.generation_finished.emit(job_id, result)
 
 
+def place_model(loaded: LoadedModel, device: str, dtype: str) -> LoadedModel:
+    """Move `loaded` to the fastest correct device and precision, honouring valid overrides.
+
+    An override this machine does not offer (from settings written on another computer) falls
+    back to the automatic choice, and the reason says so.
+    """
+    facts = detect_hardware()
+    try:
+        placed, choice = select_and_verify(loaded, facts, device, dtype)
+        reason = choice.reason
+    except ValueError as error:
+        log.warning("Device override %s/%s rejected: %s", device, dtype, error)
+        placed, choice = select_and_verify(loaded, facts)
+        reason = f"{error} Using the automatic choice instead: {choice.reason}"
+    log.info("Device for %s: %s (%s)", loaded.name, choice, facts.describe())
+    return replace(placed, device_reason=reason)
+
+
 class InferenceController(QObject):
     """GUI-side owner of the inference thread; call its methods from the GUI thread only."""
 
@@ -132,7 +156,7 @@ class InferenceController(QObject):
     generation_failed = Signal(str)
 
     # Requests to the worker; queued across threads, so they run in order on the inference thread.
-    _request_load = Signal(int, object, object)
+    _request_load = Signal(int, object, object, object)
     _request_generate = Signal(int, str, object, object)
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -177,13 +201,16 @@ class InferenceController(QObject):
         """True from `generate` until the current generation finishes, fails or is stopped."""
         return self._generation_job is not None
 
-    def load(self, folder: Path) -> None:
-        """Stop any generation and load the model in `folder` on the inference thread."""
+    def load(self, folder: Path, device: str = "auto", dtype: str = "auto") -> None:
+        """Stop any generation and load the model in `folder` on the inference thread.
+
+        `device` and `dtype` are the user's overrides ("auto" lets the app choose).
+        """
         self.stop()
         self.cancel_load()
         self._load_job = self._new_job()
         self._load_cancel = threading.Event()
-        self._request_load.emit(self._load_job, Path(folder), self._load_cancel)
+        self._request_load.emit(self._load_job, Path(folder), self._load_cancel, (device, dtype))
 
     def cancel_load(self) -> None:
         """Cancel the current load: an import stops, and its result is dropped either way."""

@@ -25,12 +25,13 @@ from kl3m_desk import APP_NAME
 from kl3m_desk.documents import DocumentError, TextDocument, read_document, save_document
 from kl3m_desk.generation import GenerationResult, Prompt
 from kl3m_desk.model import LoadedModel
-from kl3m_desk.model_catalog import list_models
+from kl3m_desk.model_catalog import list_models, models_dir
 from kl3m_desk.params import SamplingParams
 from kl3m_desk.settings import Settings
 from kl3m_desk.templates import ClauseTemplate, TemplateLibrary
+from kl3m_desk.ui.download import DownloadTask
 from kl3m_desk.ui.editor import DraftEditor, StreamInsertion, document_text, text_before
-from kl3m_desk.ui.first_run import FirstRunPanel
+from kl3m_desk.ui.first_run import APPROXIMATE_MODEL_SIZE, FirstRunPanel
 from kl3m_desk.ui.inference import InferenceController
 from kl3m_desk.ui.message_bar import MessageBar, Topic
 from kl3m_desk.ui.model_manager import ModelManagerDialog
@@ -73,6 +74,8 @@ class MainWindow(QMainWindow):
         self.newline = "\n"
         self.field_values: dict[str, str] = {}  # template values entered for this document
         self._insertion: StreamInsertion | None = None
+        self._download: DownloadTask | None = None
+        self.download_endpoint: str | None = None  # None: the Hugging Face Hub
         self._save_settings_timer = QTimer(self)
         self._save_settings_timer.setSingleShot(True)
         self._save_settings_timer.setInterval(400)
@@ -224,6 +227,8 @@ class MainWindow(QMainWindow):
         self.parameters_panel.params_changed.connect(self._params_changed)
         self.templates_panel.template_chosen.connect(self.choose_template)
         self.first_run.choose_folder_requested.connect(self.choose_model_folder)
+        self.first_run.download_requested.connect(self.start_download)
+        self.first_run.cancel_requested.connect(self.cancel_download)
         self.first_run.previous_chosen.connect(self.load_model)
 
         self.controller.load_progress.connect(self._load_progress)
@@ -269,9 +274,64 @@ class MainWindow(QMainWindow):
         self.load_progress.setRange(0, 0)
         self.load_progress.setVisible(True)
         self.cancel_load_button.setVisible(True)
-        self.controller.load(folder)
+        self.controller.load(folder, self.settings.device, self.settings.dtype)
         self.first_run.hide()
         self._update_controls()
+
+    def confirm_download(self) -> bool:
+        """Ask for consent before the app's only network connection."""
+        answer = QMessageBox.question(
+            self,
+            "Download kl3m-002-520m",
+            "kl3m-desk will connect to the Hugging Face Hub (huggingface.co) and download "
+            f"kl3m-002-520m, {APPROXIMATE_MODEL_SIZE}, into {models_dir()}.\n\n"
+            "This is the only time kl3m-desk uses the internet. Your documents never leave this "
+            "computer. You can cancel the download and resume it later.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Cancel,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def start_download(self) -> None:
+        """Download kl3m-002-520m after the user agreed, then load it."""
+        if self._download is not None or not self.confirm_download():
+            return
+        self._download = DownloadTask(endpoint=self.download_endpoint, parent=self)
+        self._download.planned.connect(
+            lambda size: self.first_run.show_status(f"Downloading kl3m-002-520m, {size}")
+        )
+        self._download.progress.connect(self.first_run.show_progress)
+        self._download.finished.connect(self._download_finished)
+        self._download.failed.connect(self._download_failed)
+        self.first_run.set_downloading(True)
+        self._download.start()
+
+    def cancel_download(self) -> None:
+        """Stop the running download; what arrived so far is kept for the next attempt."""
+        if self._download is not None:
+            self._download.cancel()
+
+    def _download_finished(self, folder: Path) -> None:
+        self._end_download()
+        self.first_run.show_status("")
+        self.load_model(folder)
+
+    def _download_failed(self, message: str) -> None:
+        self._end_download()
+        if message:
+            self.first_run.show_status("The download stopped. Click Download to try again.")
+            self.message_bar.show_message(Topic.MODEL, message)
+        else:
+            self.first_run.show_status(
+                "Download cancelled. Click Download to continue where it stopped."
+            )
+
+    def _end_download(self) -> None:
+        if self._download is not None:
+            self._download.wait()
+            self._download.deleteLater()
+            self._download = None
+        self.first_run.set_downloading(False)
 
     def cancel_load(self) -> None:
         """Stop loading the model; the model loaded before, if any, stays in use."""
@@ -314,7 +374,8 @@ class MainWindow(QMainWindow):
         self.message_bar.clear(Topic.MODEL)
         self.model_label.setToolTip(
             f"{loaded.folder}\n{loaded.parameter_count:,} parameters, "
-            f"{loaded.max_positions:,} positions, loaded in {loaded.load_seconds:.1f} s"
+            f"{loaded.max_positions:,} positions, loaded in {loaded.load_seconds:.1f} s\n"
+            f"{loaded.device_reason}"
         )
         self.parameters_panel.set_maximum("max_new_tokens", loaded.max_positions - 1)
         self.statusBar().showMessage(f"Model ready: {loaded.name}", 5000)
@@ -554,5 +615,7 @@ class MainWindow(QMainWindow):
         self.settings.sampling = self.parameters_panel.params()
         self._save_settings()
         self._end_insertion()
+        if self._download is not None:
+            self._download.wait()
         self.controller.shutdown()
         event.accept()
