@@ -150,8 +150,8 @@ def plan_download(
     included. Raises DownloadError when the Hub cannot be reached, the model or revision is not
     found, or the repository lacks a configuration, weights or a tokenizer.
 
-    NOTE: kl3m_desk.model loads safetensors only, so a repository with only pytorch_model*.bin
-    weights downloads but does not load.
+    A repository with only pytorch_model*.bin weights downloads as it is. kl3m_desk.model loads
+    safetensors only, so the window imports such a download (kl3m_desk.model_import) before loading.
     """
     arguments = {
         "repo_id": repo_id,

@@ -7,7 +7,11 @@ app's own loading code.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -64,3 +68,34 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_model(tiny_model_dir: Path) -> LoadedModel:
     """The tiny model loaded through kl3m_desk.model.load_model."""
     return load_model(tiny_model_dir)
+
+
+@contextlib.contextmanager
+def read_only_folder(folder: Path) -> Iterator[Path]:
+    """Make `folder` unwritable for the test, even for root, and writable again afterwards.
+
+    Mode 0o555 stops ordinary users. Root ignores modes, so for root the folder is also marked
+    immutable with `chattr +i` where the file system supports it; otherwise the test is skipped.
+    """
+    folder.chmod(0o555)
+    immutable = False
+    try:
+        if os.access(folder, os.W_OK) and shutil.which("chattr"):
+            immutable = subprocess.run(["chattr", "+i", str(folder)], check=False).returncode == 0
+        if not _really_read_only(folder):
+            pytest.skip(f"{folder} stays writable for this user, so the test would prove nothing")
+        yield folder
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=False)
+        folder.chmod(0o755)
+
+
+def _really_read_only(folder: Path) -> bool:
+    probe = folder / ".write-probe"
+    try:
+        probe.touch()
+    except OSError:
+        return True
+    probe.unlink()
+    return False

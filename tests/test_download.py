@@ -33,6 +33,7 @@ from kl3m_desk.download import (
 )
 from kl3m_desk.model import TOKENIZER_FILES as LOADER_TOKENIZER_FILES
 from kl3m_desk.model import load_model
+from tests.conftest import read_only_folder
 from tests.mock_hub import (
     GUARD_LOG_VARIABLE,
     MockHub,
@@ -375,18 +376,12 @@ def test_stalled_server_times_out(hub: MockHub, plan: DownloadPlan, tmp_path: Pa
 def test_read_only_target_rejected(tmp_path: Path) -> None:
     locked = tmp_path / "locked"
     locked.mkdir()
-    locked.chmod(0o555)
-    try:
-        if os.access(locked, os.W_OK):
-            pytest.skip("this user can write to read-only folders (root), so chmod proves nothing")
-        with pytest.raises(DownloadError) as raised:
-            download_model(
-                synthetic_plan(), locked / "model", endpoint=offline_endpoint(), timeout=TIMEOUT
-            )
-        assert str(locked) in str(raised.value)
-        assert "writ" in str(raised.value)
-    finally:
-        locked.chmod(0o755)
+    with read_only_folder(locked), pytest.raises(DownloadError) as raised:
+        download_model(
+            synthetic_plan(), locked / "model", endpoint=offline_endpoint(), timeout=TIMEOUT
+        )
+    assert str(locked) in str(raised.value)
+    assert "writ" in str(raised.value)
 
 
 def test_foreign_folder_rejected(tmp_path: Path) -> None:

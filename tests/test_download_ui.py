@@ -109,3 +109,29 @@ def test_download_offline_message(qtbot: QtBot, monkeypatch: pytest.MonkeyPatch)
     assert any("internet" in text.lower() for text in window.message_bar.messages())
     assert window.first_run.download_button.isEnabled()
     window.controller.shutdown()
+
+
+def test_pickle_only_download_imported(
+    qtbot: QtBot, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    repo_folder = tmp_path / "pickle-repo"
+    repo_folder.mkdir()
+    for path in tiny_model_dir.iterdir():
+        if path.suffix != ".safetensors":
+            (repo_folder / path.name).write_bytes(path.read_bytes())
+    weights = load_file(str(tiny_model_dir / "model.safetensors"))
+    torch.save(weights, repo_folder / "pytorch_model.bin")
+    with MockHub() as server:
+        server.add_folder(DEFAULT_REPO, repo_folder)
+        window = make_window(qtbot, server)
+        monkeypatch.setattr(window, "confirm_download", lambda: True)
+        with qtbot.waitSignal(window.controller.model_ready, timeout=120_000) as blocker:
+            window.first_run.download_button.click()
+    loaded = blocker.args[0]
+    assert loaded.folder.parent == models_dir()
+    assert loaded.folder.name != "kl3m-002-520m"
+    assert (loaded.folder / "model.safetensors").is_file()
+    window.controller.shutdown()
