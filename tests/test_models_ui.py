@@ -203,3 +203,23 @@ def test_invalid_device_override_falls_back(qtbot: QtBot, tiny_model_dir: Path) 
     assert "mps" in loaded.device_reason
     assert "automatic choice" in loaded.device_reason
     window.controller.shutdown()
+
+
+def test_precision_override_reloads_model(qtbot: QtBot, tiny_model_dir: Path) -> None:
+    settings = Settings.load()
+    settings.limitations_shown = True
+    window = MainWindow(settings, load_library())
+    qtbot.addWidget(window)
+    with qtbot.waitSignal(window.controller.model_ready, timeout=30_000):
+        window.load_model(tiny_model_dir)
+    dialog = ModelManagerDialog(window.settings, tiny_model_dir, window)
+    dialog.placement_changed.connect(window._placement_changed)
+    qtbot.addWidget(dialog)
+    assert dialog.device_box.itemText(0) == "auto"
+    assert "float32" in [dialog.dtype_box.itemText(i) for i in range(dialog.dtype_box.count())]
+    with qtbot.waitSignal(window.controller.model_ready, timeout=30_000) as blocker:
+        dialog.dtype_box.setCurrentText("float32")
+    assert blocker.args[0].dtype_name == "float32"
+    assert Settings.load().dtype == "float32"
+    assert "float32" in dialog.placement_label.text()
+    window.controller.shutdown()

@@ -352,7 +352,14 @@ class MainWindow(QMainWindow):
         current = self.controller.model.folder if self.controller.model else None
         dialog = ModelManagerDialog(self.settings, current, self)
         dialog.model_chosen.connect(self.load_model)
+        dialog.placement_changed.connect(self._placement_changed)
         dialog.exec()
+
+    def _placement_changed(self) -> None:
+        """Save the device and precision override and reload the current model with it."""
+        self._save_settings()
+        if self.controller.model is not None:
+            self.load_model(self.controller.model.folder)
 
     def choose_model_folder(self) -> None:
         """Ask for a model folder and load it."""

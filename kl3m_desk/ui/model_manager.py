@@ -7,9 +7,11 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QDialog,
     QDialogButtonBox,
     QFileDialog,
+    QHBoxLayout,
     QHeaderView,
     QLabel,
     QMessageBox,
@@ -20,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from kl3m_desk.device import available_devices, available_dtypes, choose_device, detect_hardware
 from kl3m_desk.model_catalog import (
     ModelEntry,
     format_parameters,
@@ -47,6 +50,8 @@ class ModelManagerDialog(QDialog):
 
     # folder of the model to load
     model_chosen = Signal(Path)
+    # the device or precision override changed; the window reloads the current model
+    placement_changed = Signal()
 
     def __init__(
         self, settings: Settings, current: Path | None, parent: QWidget | None = None
@@ -79,9 +84,25 @@ class ModelManagerDialog(QDialog):
         buttons.addButton(self.remove_button, QDialogButtonBox.ButtonRole.DestructiveRole)
         buttons.rejected.connect(self.reject)
 
+        self.facts = detect_hardware()
+        self.device_box = QComboBox()
+        self.device_box.setAccessibleName("Device")
+        self.dtype_box = QComboBox()
+        self.dtype_box.setAccessibleName("Precision")
+        self.placement_label = QLabel()
+        self.placement_label.setWordWrap(True)
+        placement = QHBoxLayout()
+        placement.addWidget(QLabel("Device:"))
+        placement.addWidget(self.device_box)
+        placement.addWidget(QLabel("Precision:"))
+        placement.addWidget(self.dtype_box)
+        placement.addWidget(self.placement_label, 1)
+        self._fill_placement()
+
         layout = QVBoxLayout(self)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.empty_label)
+        layout.addLayout(placement)
         layout.addWidget(buttons)
 
         self.load_button.clicked.connect(self.load_selected)
@@ -89,6 +110,8 @@ class ModelManagerDialog(QDialog):
         self.remove_button.clicked.connect(self.remove_selected)
         self.table.itemSelectionChanged.connect(self._update_buttons)
         self.table.itemDoubleClicked.connect(lambda _item: self.load_selected())
+        self.device_box.currentIndexChanged.connect(self._placement_edited)
+        self.dtype_box.currentIndexChanged.connect(self._placement_edited)
         self.refresh()
 
     def refresh(self) -> None:
@@ -169,6 +192,44 @@ class ModelManagerDialog(QDialog):
             QMessageBox.StandardButton.Cancel,
         )
         return answer == QMessageBox.StandardButton.Yes
+
+    def _fill_placement(self) -> None:
+        """Offer "auto" and the devices and precisions this machine offers."""
+        self.device_box.blockSignals(True)
+        self.dtype_box.blockSignals(True)
+        self.device_box.clear()
+        self.device_box.addItems(["auto", *available_devices(self.facts)])
+        device = (
+            self.settings.device if self.device_box.findText(self.settings.device) >= 0 else "auto"
+        )
+        self.device_box.setCurrentText(device)
+        dtypes: list[str] = []
+        for candidate in available_devices(self.facts) if device == "auto" else (device,):
+            dtypes += [
+                dtype for dtype in available_dtypes(self.facts, candidate) if dtype not in dtypes
+            ]
+        self.dtype_box.clear()
+        self.dtype_box.addItems(["auto", *dtypes])
+        dtype = self.settings.dtype if self.dtype_box.findText(self.settings.dtype) >= 0 else "auto"
+        self.dtype_box.setCurrentText(dtype)
+        self.device_box.blockSignals(False)
+        self.dtype_box.blockSignals(False)
+        try:
+            self.placement_label.setText(choose_device(self.facts, device, dtype).reason)
+        except ValueError as error:
+            self.placement_label.setText(str(error))
+
+    def _placement_edited(self) -> None:
+        device, dtype = self.device_box.currentText(), self.dtype_box.currentText()
+        try:
+            choose_device(self.facts, device, dtype)
+        except ValueError:
+            dtype = "auto"  # the precision does not exist on the newly chosen device
+        if (device, dtype) == (self.settings.device, self.settings.dtype):
+            return
+        self.settings.device, self.settings.dtype = device, dtype
+        self._fill_placement()
+        self.placement_changed.emit()
 
     def _update_buttons(self) -> None:
         entry = self.selected()
