@@ -77,6 +77,8 @@ def list_models(settings: Settings) -> list[ModelEntry]:
                 imported = (folder / IMPORT_RECORD_FILE).is_file()
                 found.append((folder, ModelSource.IMPORTED if imported else ModelSource.DOWNLOADED))
     for folder in reversed(settings.model_dirs):
+        if folder.parent == models_dir() and not folder.exists():
+            continue  # a download or import that was removed; not a folder the user chose
         found.append((folder, ModelSource.CHOSEN))
 
     entries: list[ModelEntry] = []

@@ -71,6 +71,12 @@ class Settings:
             settings.limitations_shown = data["limitations_shown"]
         return settings
 
+    def forget_model_dir(self, folder: Path) -> None:
+        """Drop `folder` from the remembered model folders, for example after it was removed."""
+        self.model_dirs = [path for path in self.model_dirs if path != folder]
+        if self.last_model_dir == folder:
+            self.last_model_dir = None
+
     def remember_model_dir(self, folder: Path) -> None:
         """Record `folder` as the last model used and among the folders the user chose."""
         self.last_model_dir = folder

@@ -109,14 +109,17 @@ def test_manager_removes_download(
     qtbot: QtBot, downloaded_model: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = Settings.load()
+    settings.remember_model_dir(downloaded_model)
     settings.remember_model_dir(tiny_model_dir)
     dialog = ModelManagerDialog(settings, current=tiny_model_dir)
     qtbot.addWidget(dialog)
     monkeypatch.setattr(dialog, "confirm_removal", lambda _entry: True)
     dialog.table.selectRow(0)
     assert dialog.remove_button.isEnabled()
-    dialog.remove_button.click()
+    with qtbot.waitSignal(dialog.settings_changed):
+        dialog.remove_button.click()
     assert not downloaded_model.exists()
+    assert downloaded_model not in settings.model_dirs
     assert dialog.table.rowCount() == 1
     dialog.table.selectRow(0)
     assert not dialog.remove_button.isEnabled()

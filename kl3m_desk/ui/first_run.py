@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QFrame,
@@ -20,6 +21,7 @@ from kl3m_desk.model_catalog import ModelEntry, format_size
 
 # Shown before the exact size is known: kl3m-002-520m's 520,193,024 float32 weights take 2.08 GB.
 APPROXIMATE_MODEL_SIZE = "about 2.1 GB"
+QUIET_SECONDS = 3  # seconds without download progress before the panel says it is waiting
 
 
 class FirstRunPanel(QFrame):
@@ -82,6 +84,11 @@ class FirstRunPanel(QFrame):
         self.choose_button.clicked.connect(self.choose_folder_requested)
         self.cancel_button.clicked.connect(self.cancel_requested)
         self.previous_button.clicked.connect(self._choose_previous)
+        # Progress arrives only with data, so a timer notices a connection that went quiet.
+        self._last_progress = 0.0
+        self._quiet_timer = QTimer(self)
+        self._quiet_timer.setInterval(1000)
+        self._quiet_timer.timeout.connect(self._check_quiet)
         self.set_previous([])
         self.set_downloading(False)
         self.show_status("")
@@ -107,9 +114,14 @@ class FirstRunPanel(QFrame):
         if downloading:
             self.progress.setRange(0, 0)
             self.show_status("Connecting…")
+            self._last_progress = time.monotonic()
+            self._quiet_timer.start()
+        else:
+            self._quiet_timer.stop()
 
     def show_progress(self, done: int, total: int, bytes_per_second: float) -> None:
         """Show bytes done of `total` and the current speed."""
+        self._last_progress = time.monotonic()
         if total > 0:
             self.progress.setRange(0, 1000)
             self.progress.setValue(int(1000 * done / total))
@@ -121,6 +133,14 @@ class FirstRunPanel(QFrame):
         """Show a line of text under the buttons, such as why a download stopped."""
         self.status_label.setText(text)
         self.status_label.setVisible(bool(text))
+
+    def _check_quiet(self) -> None:
+        quiet = time.monotonic() - self._last_progress
+        if quiet >= QUIET_SECONDS:
+            self.show_status(
+                f"Waiting for the server: no data for {quiet:.0f} s. The download stops by itself "
+                "if the connection stays silent; you can also cancel it."
+            )
 
     def _choose_previous(self) -> None:
         folder = self.previous_box.currentData(Qt.ItemDataRole.UserRole)

@@ -353,6 +353,7 @@ class MainWindow(QMainWindow):
         dialog = ModelManagerDialog(self.settings, current, self)
         dialog.model_chosen.connect(self.load_model)
         dialog.placement_changed.connect(self._placement_changed)
+        dialog.settings_changed.connect(self._save_settings)
         dialog.exec()
 
     def _placement_changed(self) -> None:
@@ -389,7 +390,7 @@ class MainWindow(QMainWindow):
         self.first_run.hide()
         self.settings.remember_model_dir(loaded.folder)
         if not self.settings.limitations_shown:
-            self.message_bar.show_message(Topic.MODEL, MODEL_LIMITATIONS)
+            self.message_bar.show_message(Topic.NOTICE, MODEL_LIMITATIONS)
             self.settings.limitations_shown = True
         self._save_settings()
         self._update_controls()
@@ -397,7 +398,13 @@ class MainWindow(QMainWindow):
     @Slot(str)
     def _load_failed(self, message: str) -> None:
         self._loading_ended()
-        self.statusBar().showMessage("The model could not be loaded", 8000)
+        still_loaded = self.controller.model
+        if still_loaded is not None:
+            self.statusBar().showMessage(
+                f"The model could not be loaded; {still_loaded.name} is still in use", 8000
+            )
+        else:
+            self.statusBar().showMessage("The model could not be loaded", 8000)
         self.message_bar.show_message(Topic.MODEL, message, self.choose_model_action)
         self._show_no_model()
         self._update_controls()

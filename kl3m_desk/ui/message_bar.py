@@ -16,6 +16,7 @@ class Topic(Enum):
     GENERATION = "generation"
     DOCUMENT = "document"
     SETTINGS = "settings"
+    NOTICE = "notice"  # information to read once, such as the model's limitations
 
 
 class MessageBar(QFrame):

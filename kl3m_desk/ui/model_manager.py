@@ -52,6 +52,8 @@ class ModelManagerDialog(QDialog):
     model_chosen = Signal(Path)
     # the device or precision override changed; the window reloads the current model
     placement_changed = Signal()
+    # other settings changed (a removed model was forgotten); the window saves them
+    settings_changed = Signal()
 
     def __init__(
         self, settings: Settings, current: Path | None, parent: QWidget | None = None
@@ -180,6 +182,9 @@ class ModelManagerDialog(QDialog):
             remove_model(entry)
         except (OSError, ValueError) as error:
             QMessageBox.warning(self, "Models", f"{entry.name} could not be removed: {error}")
+        else:
+            self.settings.forget_model_dir(entry.folder)
+            self.settings_changed.emit()
         self.refresh()
 
     def confirm_removal(self, entry: ModelEntry) -> bool:
