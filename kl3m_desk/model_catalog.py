@@ -1,4 +1,4 @@
-"""The models kl3m-desk knows about, described without loading their weights.
+"""The models available to kl3m-desk, described without loading their weights.
 
 Models come from four places: the one bundled with a frozen app, the ones downloaded or imported
 into the user data folder (`models/`), and the folders the user chose. Each is described from its
@@ -31,7 +31,7 @@ IMPORT_RECORD_FILE = "kl3m-desk-import.json"
 
 
 class ModelSource(Enum):
-    """Where a model folder came from."""
+    """Origin of a model folder."""
 
     BUNDLED = "bundled with the app"
     DOWNLOADED = "downloaded"
@@ -61,12 +61,12 @@ class ModelEntry:
 
 
 def models_dir() -> Path:
-    """Return the folder that holds downloaded and imported models."""
+    """Return the folder that contains downloaded and imported models."""
     return paths.data_dir() / "models"
 
 
 def list_models(settings: Settings) -> list[ModelEntry]:
-    """Describe every model kl3m-desk knows about, bundled first, then downloaded, then chosen."""
+    """Describe every available model: bundled first, then downloaded, then chosen."""
     found: list[tuple[Path, ModelSource]] = []
     bundled = bundled_model_dir()
     if bundled is not None:
@@ -141,7 +141,7 @@ def remove_model(entry: ModelEntry) -> None:
 
 
 def format_parameters(count: int | None) -> str:
-    """Return a parameter count as people say it, for example "520M"."""
+    """Return a parameter count in the usual short form, for example "520M"."""
     if count is None:
         return "unknown"
     if count >= 1e9:

@@ -1,8 +1,8 @@
 """PyInstaller runtime hook: offline Hugging Face libraries and safe standard streams.
 
 It runs before the app's own code. The package sets the same offline variables in
-kl3m_desk/__init__.py; the hook makes the frozen app offline even for code that imports
-transformers or huggingface_hub before kl3m_desk.
+kl3m_desk/__init__.py. The hook also covers code that imports transformers or huggingface_hub
+before kl3m_desk.
 """
 
 import os

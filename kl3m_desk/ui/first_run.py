@@ -21,13 +21,13 @@ from kl3m_desk.model_catalog import ModelEntry, format_size
 
 # Shown before the exact size is known: kl3m-002-520m's 520,193,024 float32 weights take 2.08 GB.
 APPROXIMATE_MODEL_SIZE = "about 2.1 GB"
-QUIET_SECONDS = 3  # seconds without download progress before the panel says it is waiting
+QUIET_SECONDS = 3  # seconds without download progress before the panel reports waiting
 
 
 class FirstRunPanel(QFrame):
     """Explains that a model is needed and offers the three ways to get one."""
 
-    # the user asked to download kl3m-002-520m (the window still asks for consent)
+    # the user requested the download of kl3m-002-520m (the window then requests consent)
     download_requested = Signal()
     # the user asked to pick a model folder
     choose_folder_requested = Signal()

@@ -123,7 +123,7 @@ def place_model(loaded: LoadedModel, device: str, dtype: str) -> LoadedModel:
     """Move `loaded` to the fastest correct device and precision, honouring valid overrides.
 
     An override this machine does not offer (from settings written on another computer) falls
-    back to the automatic choice, and the reason says so.
+    back to the automatic choice, and the reason states that.
     """
     facts = detect_hardware()
     try:

@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QWidget
 
 
 class Topic(Enum):
-    """What a message is about; a new message replaces an older one of the same topic."""
+    """Subject of a message. A new message replaces an older one of the same topic."""
 
     MODEL = "model"
     GENERATION = "generation"
