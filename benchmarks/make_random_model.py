@@ -80,24 +80,10 @@ def kl3m_520m_config() -> MixtralConfig:
     rms_norm_eps 1e-5, initializer_range 0.02, ...) is the default of transformers 5.25's
     MixtralConfig. None of those fields changes the parameter count.
     """
-    from transformers import MixtralConfig
+    from kl3m_desk.tiny_model import kl3m_config
 
-    return MixtralConfig(
-        vocab_size=VOCAB_SIZE,
-        hidden_size=1024,
-        intermediate_size=2048,
-        num_hidden_layers=16,
-        num_attention_heads=16,
-        num_key_value_heads=8,
-        num_local_experts=4,
-        num_experts_per_tok=2,
-        max_position_embeddings=1024,
-        sliding_window=256,
-        tie_word_embeddings=False,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=2,
-    )
+    config: MixtralConfig = kl3m_config(vocab_size=VOCAB_SIZE)
+    return config
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 KL3M_VOCABULARY = 32768
@@ -48,6 +49,37 @@ def train_fallback_tokenizer(folder: Path) -> int:
     return int(tokenizer.get_vocab_size())
 
 
+def kl3m_config(**overrides: Any) -> Any:
+    """Return a MixtralConfig of kl3m-002-520m's shape, with `overrides` applied.
+
+    Without overrides it is the full model: 4 experts with 2 active per token, hidden size 1,024,
+    16 layers, 16 attention heads, 8 key/value heads, intermediate size 2,048, 32,768 ids, 1,024
+    positions, sliding window 256 and untied embeddings, 520,193,024 parameters in all. The
+    special token ids are those of the kl3m-001-32k tokenizer. Other fields keep the defaults of
+    transformers' MixtralConfig.
+    """
+    from transformers import MixtralConfig
+
+    values: dict[str, Any] = {
+        "vocab_size": KL3M_VOCABULARY,
+        "hidden_size": 1024,
+        "intermediate_size": 2048,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 8,
+        "num_local_experts": 4,
+        "num_experts_per_tok": 2,
+        "max_position_embeddings": 1024,
+        "sliding_window": 256,
+        "tie_word_embeddings": False,
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+        "pad_token_id": 2,
+    }
+    values.update(overrides)
+    return MixtralConfig(**values)
+
+
 def write_tiny_model(folder: Path, tokenizer_dir: Path | None = None, seed: int = 0) -> Path:
     """Write a tiny random Mixtral and its tokenizer to `folder` as safetensors; returns `folder`.
 
@@ -55,7 +87,7 @@ def write_tiny_model(folder: Path, tokenizer_dir: Path | None = None, seed: int 
     real 32,768 ids; without it, a small tokenizer is trained on the spot.
     """
     import torch
-    from transformers import MixtralConfig, MixtralForCausalLM
+    from transformers import MixtralForCausalLM
 
     folder.mkdir(parents=True, exist_ok=True)
     if tokenizer_dir is not None:
@@ -66,21 +98,13 @@ def write_tiny_model(folder: Path, tokenizer_dir: Path | None = None, seed: int 
     else:
         vocabulary = train_fallback_tokenizer(folder)
 
-    config = MixtralConfig(
+    config = kl3m_config(
         vocab_size=vocabulary,
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=4,
         num_attention_heads=4,
         num_key_value_heads=2,
-        num_local_experts=4,
-        num_experts_per_tok=2,
-        max_position_embeddings=1024,
-        sliding_window=256,
-        tie_word_embeddings=False,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=2,
     )
     torch.manual_seed(seed)
     MixtralForCausalLM(config).save_pretrained(folder)
