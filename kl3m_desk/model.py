@@ -92,7 +92,7 @@ def inspect_model_folder(folder: Path) -> ModelFolder:
     if not folder.is_dir():
         raise ModelLoadError(f"{folder} is a file, not a model folder. Choose the folder instead.")
 
-    config = _read_config(folder)
+    config = read_config(folder)
     weight_files = _find_weight_files(folder)
     for weight_file in weight_files:
         _check_safetensors_header(folder, weight_file)
@@ -104,7 +104,8 @@ def inspect_model_folder(folder: Path) -> ModelFolder:
     return ModelFolder(path=folder, config=config, weight_files=weight_files)
 
 
-def _read_config(folder: Path) -> dict[str, Any]:
+def read_config(folder: Path) -> dict[str, Any]:
+    """Read the folder's config.json, raising ModelLoadError when it is missing or invalid."""
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         raise ModelLoadError(

@@ -44,6 +44,7 @@ from kl3m_desk.model import (
     TOKENIZER_FILES,
     ModelLoadError,
     inspect_model_folder,
+    read_config,
 )
 
 log = logging.getLogger(__name__)
@@ -347,24 +348,10 @@ def _source_matches(record: dict[str, Any], shards: list[Path]) -> bool:
 
 def _check_side_files(source: Path) -> None:
     """Reject a source folder whose copy could not load, before the slow conversion starts."""
-    config_path = source / CONFIG_FILE
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except FileNotFoundError as error:
-        raise CheckpointImportError(
-            f"The model folder {source} is missing {CONFIG_FILE}. Copy the complete model folder "
-            "before importing it."
-        ) from error
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointImportError(
-            f"{config_path} is not a valid model configuration ({error}). "
-            "Restore the file from the published model."
-        ) from error
-    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
-        raise CheckpointImportError(
-            f'{config_path} is not a valid model configuration: it has no "model_type". '
-            "Restore the file from the published model."
-        )
+        read_config(source)
+    except ModelLoadError as error:
+        raise CheckpointImportError(str(error)) from error
     if not any((source / name).is_file() for name in TOKENIZER_FILES):
         raise CheckpointImportError(
             f"The model folder {source} has no tokenizer: tokenizer.json is missing. Copy the "
