@@ -25,6 +25,7 @@ block and record any connection it makes to an address outside the loopback rang
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -32,7 +33,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -493,3 +494,25 @@ def closed_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def loopback_guard(log_path: Path, monkeypatch: Any) -> Iterator[NetworkGuard]:
+    """Block and record every connection or name lookup outside 127.0.0.0/8 and ::1.
+
+    The guard covers the test process and, through `loopback_only_process_main`, the download
+    process that kl3m_desk.download spawns, which reports violations to `log_path`. On exit it
+    asserts that nothing was blocked.
+    """
+    from kl3m_desk import download
+
+    monkeypatch.setenv(GUARD_LOG_VARIABLE, str(log_path))
+    monkeypatch.setattr(download, "_download_process_main", loopback_only_process_main)
+    guard = NetworkGuard()
+    guard.install()
+    try:
+        yield guard
+    finally:
+        guard.uninstall()
+    assert guard.violations == []
+    assert not log_path.exists(), log_path.read_text()

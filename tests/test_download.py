@@ -35,13 +35,12 @@ from kl3m_desk.model import TOKENIZER_FILES as LOADER_TOKENIZER_FILES
 from kl3m_desk.model import load_model
 from tests.conftest import read_only_folder
 from tests.mock_hub import (
-    GUARD_LOG_VARIABLE,
     MockHub,
     NetworkGuard,
     closed_loopback_port,
     git_blob_id,
     is_loopback_host,
-    loopback_only_process_main,
+    loopback_guard,
 )
 
 REPO = "alea-institute/kl3m-tiny-test"
@@ -59,17 +58,8 @@ TIMEOUT = 10.0
 @pytest.fixture(autouse=True)
 def loopback_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NetworkGuard]:
     """Fail the test on any connection or name lookup outside 127.0.0.0/8 and ::1."""
-    guard_log = tmp_path / "network-guard.log"
-    monkeypatch.setenv(GUARD_LOG_VARIABLE, str(guard_log))
-    monkeypatch.setattr(download, "_download_process_main", loopback_only_process_main)
-    guard = NetworkGuard()
-    guard.install()
-    try:
+    with loopback_guard(tmp_path / "network-guard.log", monkeypatch) as guard:
         yield guard
-    finally:
-        guard.uninstall()
-    assert guard.violations == []
-    assert not guard_log.exists(), guard_log.read_text()
 
 
 @pytest.fixture

@@ -8,30 +8,20 @@ from pathlib import Path
 import pytest
 from pytestqt.qtbot import QtBot
 
-from kl3m_desk import download
 from kl3m_desk.download import DEFAULT_REPO
 from kl3m_desk.model_catalog import models_dir
 from kl3m_desk.settings import Settings
 from kl3m_desk.templates import load_library
 from kl3m_desk.ui.main_window import MainWindow, UnsavedChoice
-from tests.mock_hub import GUARD_LOG_VARIABLE, MockHub, NetworkGuard, loopback_only_process_main
+from tests.mock_hub import MockHub, loopback_guard
 
 
 @pytest.fixture(autouse=True)
 def loopback_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Fail the test on any connection or name lookup outside 127.0.0.0/8 and ::1."""
-    guard_log = tmp_path / "network-guard.log"
-    monkeypatch.setenv(GUARD_LOG_VARIABLE, str(guard_log))
-    monkeypatch.setattr(download, "_download_process_main", loopback_only_process_main)
     monkeypatch.setattr(MainWindow, "ask_unsaved_changes", lambda _self: UnsavedChoice.DISCARD)
-    guard = NetworkGuard()
-    guard.install()
-    try:
+    with loopback_guard(tmp_path / "network-guard.log", monkeypatch):
         yield
-    finally:
-        guard.uninstall()
-    assert guard.violations == []
-    assert not guard_log.exists(), guard_log.read_text()
 
 
 @pytest.fixture
