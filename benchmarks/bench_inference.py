@@ -356,7 +356,7 @@ def describe_machine() -> dict[str, str]:
 
 
 def describe_model(model_dir: Path) -> str:
-    """Describe the model folder's architecture from config.json, and say if its weights are random.
+    """Describe the architecture from config.json and report whether the weights are random.
 
     make_random_model.py writes a README.md that calls the folder a random-weight stand-in.
     """

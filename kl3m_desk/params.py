@@ -126,7 +126,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         decimals=0,
         unit="tokens",
         metavar="N",
-        help="Longest completion to generate; the model's window (1,024 positions for "
+        help="Maximum number of tokens to generate. The model's window (1,024 positions for "
         "kl3m-002-520m) caps it, and the prompt gets the rest of the window.",
     ),
     ParameterSpec(

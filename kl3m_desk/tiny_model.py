@@ -52,9 +52,10 @@ def train_fallback_tokenizer(folder: Path) -> int:
 def kl3m_config(**overrides: Any) -> Any:
     """Return a MixtralConfig of kl3m-002-520m's shape, with `overrides` applied.
 
-    Without overrides it is the full model: 4 experts with 2 active per token, hidden size 1,024,
-    16 layers, 16 attention heads, 8 key/value heads, intermediate size 2,048, 32,768 ids, 1,024
-    positions, sliding window 256 and untied embeddings, 520,193,024 parameters in all. The
+    Without overrides it is the full model, with 520,193,024 parameters in all. It has 4 experts
+    with 2 active per token, hidden size 1,024, 16 layers, 16 attention heads, 8 key/value heads
+    and intermediate size 2,048. It has 32,768 ids, 1,024 positions, sliding window 256 and
+    untied embeddings. The
     special token ids are those of the kl3m-001-32k tokenizer. Other fields keep the defaults of
     transformers' MixtralConfig.
     """
@@ -84,7 +85,7 @@ def write_tiny_model(folder: Path, tokenizer_dir: Path | None = None, seed: int 
     """Write a tiny random Mixtral and its tokenizer to `folder` as safetensors; returns `folder`.
 
     With `tokenizer_dir` (a kl3m-001-32k folder), its files are copied and the vocabulary is the
-    real 32,768 ids; without it, a small tokenizer is trained on the spot.
+    real 32,768 ids. Without it, a small tokenizer is trained on the spot.
     """
     import torch
     from transformers import MixtralForCausalLM

@@ -6,7 +6,7 @@ It serves the parts of the Hub API that huggingface_hub 2.4 uses to list and fet
   id and, for LFS files, the LFS sha256 and size when the query has `blobs=true`.
 - `HEAD` and `GET /<repo>/resolve/<revision>/<file>`: files stored in git are served directly
   with `ETag` (the git blob id), `X-Repo-Commit` and `Content-Length`. LFS files respond with a
-  302 to `/lfs-objects/<sha256>` on `localhost`, which stands in for the Hub's storage host, and
+  302 to `/lfs-objects/<sha256>` on `localhost`, which plays the part of the Hub's storage host, and
   carry `X-Linked-Etag`, `X-Linked-Size` and `X-Repo-Commit`.
 - `HEAD` and `GET /lfs-objects/<sha256>`: the LFS content.
 

@@ -187,16 +187,16 @@ def test_generate_again_waits_for_old_run(
     qtbot: QtBot, window: MainWindow, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     active = 0
-    most_active = 0
+    max_active = 0
     runs: list[str] = []
     lock = threading.Lock()
     real_stream = inference.stream_completion
 
     def counting_stream(*args: object, **kwargs: object) -> GenerationResult:
-        nonlocal active, most_active
+        nonlocal active, max_active
         with lock:
             active += 1
-            most_active = max(most_active, active)
+            max_active = max(max_active, active)
             runs.append("start")
         try:
             return real_stream(*args, **kwargs)  # type: ignore[arg-type]
@@ -215,7 +215,7 @@ def test_generate_again_waits_for_old_run(
     window.generate()  # at once after Stop
     window.generate()  # and once more while that run is still queued
     qtbot.waitUntil(lambda: not window.controller.is_generating, timeout=60_000)
-    assert most_active == 1
+    assert max_active == 1
     assert runs[0::2] == ["start"] * (len(runs) // 2)
     assert runs[1::2] == ["end"] * (len(runs) // 2)
 

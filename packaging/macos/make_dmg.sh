@@ -21,7 +21,7 @@
 # explains to users how to open it.
 #
 # NOTE: no run on a Mac has checked this script yet, so its codesign, hdiutil, notarytool and
-# stapler calls are untested; release.yml runs it on macOS-14 runners.
+# stapler calls are untested. release.yml runs it on macOS-14 runners.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
