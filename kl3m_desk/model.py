@@ -235,6 +235,9 @@ def load_model(folder: Path, progress: ProgressCallback | None = None) -> Loaded
             "the weights come from the same published model."
         ) from error
     model.eval()
+    copied = _align_parameters(model)
+    if copied:
+        log.debug("Copied %d weight tensors into 64-byte aligned memory", copied)
 
     report(3, "Preparing model")
     loaded = _describe_loaded(folder, model, tokenizer, time.perf_counter() - started)
@@ -251,6 +254,24 @@ def load_model(folder: Path, progress: ProgressCallback | None = None) -> Loaded
         loaded.load_seconds,
     )
     return loaded
+
+
+# Weights mapped from a safetensors file start wherever the file's header puts them. With torch
+# 2.13 on x86, the same weights mapped from two different files gave logits that differed in the
+# last bit, and copying them into fresh memory (torch's CPU allocator aligns to 64 bytes) removed
+# the difference. Copying the unaligned tensors makes results depend on the weights alone.
+_ALIGNMENT = 64
+
+
+def _align_parameters(model: Any) -> int:
+    """Copy every parameter whose data is not 64-byte aligned; returns how many were copied."""
+    copied = 0
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.data_ptr() % _ALIGNMENT:
+                parameter.data = parameter.data.clone()
+                copied += 1
+    return copied
 
 
 def _describe_loaded(folder: Path, model: Any, tokenizer: Any, seconds: float) -> LoadedModel:

@@ -59,7 +59,8 @@ def copy_side_files(source: Path, destination: Path) -> Path:
 
 def logits_of(loaded: LoadedModel) -> torch.Tensor:
     with torch.no_grad():
-        return loaded.model(INPUT_IDS).logits
+        # The modulo keeps the ids valid for the small tokenizer used where kl3m-001-32k is absent.
+        return loaded.model(INPUT_IDS % loaded.model.config.vocab_size).logits
 
 
 def entries(root: Path) -> list[str]:

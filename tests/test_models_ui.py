@@ -9,7 +9,7 @@ import pytest
 from PySide6.QtWidgets import QFileDialog
 from pytestqt.qtbot import QtBot
 
-from kl3m_desk.model_catalog import ModelSource, list_models, models_dir
+from kl3m_desk.model_catalog import ModelSource, format_parameters, list_models, models_dir
 from kl3m_desk.settings import Settings
 from kl3m_desk.templates import load_library
 from kl3m_desk.ui.main_window import MainWindow, UnsavedChoice
@@ -19,6 +19,13 @@ from kl3m_desk.ui.model_manager import COLUMNS, ModelManagerDialog
 @pytest.fixture(autouse=True)
 def discard_on_close(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(MainWindow, "ask_unsaved_changes", lambda _self: UnsavedChoice.DISCARD)
+
+
+def stored_parameters(folder: Path) -> int:
+    """Count the parameters in the folder's model.safetensors by loading every tensor."""
+    from safetensors.torch import load_file
+
+    return sum(tensor.numel() for tensor in load_file(str(folder / "model.safetensors")).values())
 
 
 @pytest.fixture
@@ -71,7 +78,7 @@ def test_catalog_describes_models(downloaded_model: Path, tiny_model_dir: Path) 
     downloaded = entries[0]
     assert downloaded.name == "kl3m-tiny-download"
     assert downloaded.architecture == "MixtralForCausalLM"
-    assert downloaded.parameter_count == 4_638_272
+    assert downloaded.parameter_count == stored_parameters(downloaded_model)
     assert downloaded.dtypes == ("float32",)
     assert downloaded.size_bytes > downloaded.parameter_count * 4
     assert downloaded.problem == ""
@@ -97,7 +104,8 @@ def test_manager_lists_and_loads(
     assert dialog.table.rowCount() == 2
     assert dialog.table.item(0, COLUMNS.index("Name")).text() == "kl3m-tiny-download"
     assert dialog.table.item(0, COLUMNS.index("Architecture")).text() == "MixtralForCausalLM"
-    assert dialog.table.item(0, COLUMNS.index("Parameters")).text() == "5M"
+    expected = format_parameters(stored_parameters(downloaded_model))
+    assert dialog.table.item(0, COLUMNS.index("Parameters")).text() == expected
     assert dialog.table.item(0, COLUMNS.index("Weights")).text() == "float32"
     dialog.table.selectRow(1)
     with qtbot.waitSignal(dialog.model_chosen) as blocker:

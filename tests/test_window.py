@@ -20,7 +20,7 @@ from kl3m_desk.generation import GenerationResult
 from kl3m_desk.params import SamplingParams
 from kl3m_desk.settings import Settings
 from kl3m_desk.templates import load_library
-from kl3m_desk.ui.editor import document_text
+from kl3m_desk.ui.editor import StreamInsertion, document_text, to_document_newlines
 from kl3m_desk.ui.main_window import MainWindow, UnsavedChoice
 from kl3m_desk.ui.templates_panel import TemplateFieldsDialog
 from tests.conftest import DOCUMENTS_DIR, REPOSITORY, requires_fixtures
@@ -79,6 +79,18 @@ def generate_and_wait(qtbot: QtBot, window: MainWindow) -> GenerationResult:
     return result
 
 
+def test_streamed_line_breaks_normalized(qtbot: QtBot) -> None:
+    window = make_window(qtbot)
+    window.editor.setPlainText("Clause 1.")
+    insertion = StreamInsertion(window.editor.document(), len("Clause 1."))
+    for piece in (" One\r", "\nTwo\r", "Three\u2028Four\r"):
+        insertion.insert(piece)
+    assert document_text(window.editor.document()) == "Clause 1. One\nTwo\nThree\nFour"
+    insertion.finish()
+    assert document_text(window.editor.document()) == "Clause 1. One\nTwo\nThree\nFour\n"
+    window.controller.shutdown()
+
+
 def test_window_shows_before_model_ready(qtbot: QtBot, tiny_model_dir: Path) -> None:
     window = make_window(qtbot)
     assert window.isVisible()
@@ -134,7 +146,9 @@ def test_completion_inserted_at_cursor(qtbot: QtBot, window: MainWindow) -> None
     result = generate_and_wait(qtbot, window)
     assert result.text
     assert len(pieces) > 1, "text should arrive piece by piece"
-    expected = TWO_PARAGRAPHS[:position] + result.text + TWO_PARAGRAPHS[position:]
+    expected = (
+        TWO_PARAGRAPHS[:position] + to_document_newlines(result.text) + TWO_PARAGRAPHS[position:]
+    )
     assert document_text(window.editor.document()) == expected
     assert "tokens/s" in window.speed_label.text()
     assert window.context_label.text().startswith("Context:")
@@ -160,7 +174,7 @@ def test_typing_elsewhere_while_streaming(qtbot: QtBot, window: MainWindow) -> N
         assert window.editor.textCursor().position() == len("Firstabc")
     result = blocker.args[0]
     typed = TWO_PARAGRAPHS.replace("First", "Firstabc", 1)
-    assert document_text(window.editor.document()) == typed + result.text
+    assert document_text(window.editor.document()) == typed + to_document_newlines(result.text)
     assert window.editor.textCursor().position() == len("Firstabc")
 
 
@@ -180,7 +194,7 @@ def test_stop_ends_streaming(qtbot: QtBot, window: MainWindow) -> None:
     qtbot.wait(400)
     assert document_text(window.editor.document()) == after_stop
     assert len(pieces) == count
-    assert after_stop == TWO_PARAGRAPHS + "".join(pieces)
+    assert after_stop == TWO_PARAGRAPHS + to_document_newlines("".join(pieces))
 
 
 def test_generate_again_waits_for_old_run(
@@ -271,7 +285,7 @@ def test_generation_error_reported_then_next_run_works(qtbot: QtBot, window: Mai
 
     before = document_text(window.editor.document())
     result = generate_and_wait(qtbot, window)
-    assert document_text(window.editor.document()) == before + result.text
+    assert document_text(window.editor.document()) == before + to_document_newlines(result.text)
     assert not window.message_bar.isVisible()
 
 
@@ -283,7 +297,7 @@ def test_template_inserted_then_continued(qtbot: QtBot, window: MainWindow) -> N
         window.insert_template_text(filled)
     result = blocker.args[0]
     text = document_text(window.editor.document())
-    assert text == "1. Definitions.\n\n" + filled + result.text
+    assert text == "1. Definitions.\n\n" + filled + to_document_newlines(result.text)
     assert "New York" in text
 
 

@@ -20,6 +20,19 @@ def to_plain(raw: str) -> str:
     return raw.replace(_PARAGRAPH_SEPARATOR, "\n").replace(_LINE_SEPARATOR, "\n")
 
 
+def to_document_newlines(text: str) -> str:
+    """Return `text` with every line break ("\r\n", "\r", U+2028, U+2029) written as "\n".
+
+    The editor keeps "\n" line breaks only, and a file's own line ending is restored on save.
+    """
+    return (
+        text.replace("\r\n", "\n")
+        .replace("\r", "\n")
+        .replace(_LINE_SEPARATOR, "\n")
+        .replace(_PARAGRAPH_SEPARATOR, "\n")
+    )
+
+
 def document_text(document: QTextDocument) -> str:
     """Return the whole text of `document`, keeping non-breaking spaces."""
     return to_plain(document.toRawText())
@@ -75,6 +88,8 @@ class StreamInsertion:
         self._cursor.setPosition(position)
         self.start = position
         self._state_after_last_insert: tuple[int, int] | None = None
+        # A piece that ends in "\r" may be half of "\r\n", so the "\r" waits for the next piece.
+        self._pending_return = ""
 
     @property
     def position(self) -> int:
@@ -82,7 +97,25 @@ class StreamInsertion:
         return self._cursor.position()
 
     def insert(self, text: str) -> None:
-        """Insert `text` at the insertion point as part of this completion's undo step."""
+        """Insert `text` at the insertion point as part of this completion's undo step.
+
+        Line breaks are written as "\n", as `to_document_newlines` does for the whole text.
+        """
+        text = self._pending_return + text
+        self._pending_return = ""
+        if text.endswith("\r"):
+            text, self._pending_return = text[:-1], "\r"
+        text = to_document_newlines(text)
+        if text:
+            self._insert_now(text)
+
+    def finish(self) -> None:
+        """Insert a "\r" still held back as a line break; call when the completion ends."""
+        if self._pending_return:
+            self._pending_return = ""
+            self._insert_now("\n")
+
+    def _insert_now(self, text: str) -> None:
         state = (self._document.availableUndoSteps(), self._document.revision())
         if state == self._state_after_last_insert:
             self._cursor.joinPreviousEditBlock()

@@ -440,6 +440,11 @@ class MainWindow(QMainWindow):
     def _end_insertion(self) -> None:
         if self.controller.is_generating:
             self.controller.stop()
+        self._finish_insertion()
+
+    def _finish_insertion(self) -> None:
+        if self._insertion is not None:
+            self._insertion.finish()
         self._insertion = None
 
     @Slot(object)
@@ -470,12 +475,12 @@ class MainWindow(QMainWindow):
             f"First token after {result.prefill_seconds:.2f} s; seed {result.seed}"
         )
         self.editor.setAccessibleDescription(f"Completion ready, {len(result.text.split())} words")
-        self._insertion = None
+        self._finish_insertion()
         self._update_controls()
 
     @Slot(str)
     def _generation_failed(self, message: str) -> None:
-        self._insertion = None
+        self._finish_insertion()
         self.speed_label.setText("Generation failed")
         self.message_bar.show_message(Topic.GENERATION, message)
         self._update_controls()

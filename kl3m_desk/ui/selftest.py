@@ -107,7 +107,7 @@ def _run_steps(report: dict[str, Any], workspace: Path, model: Path | None) -> N
     from kl3m_desk.resources import bundled_model_dir, resource_path
     from kl3m_desk.settings import Settings
     from kl3m_desk.templates import load_library
-    from kl3m_desk.ui.editor import document_text
+    from kl3m_desk.ui.editor import document_text, to_document_newlines
     from kl3m_desk.ui.main_window import MainWindow
 
     steps: list[dict[str, Any]] = report["steps"]
@@ -200,7 +200,9 @@ def _run_steps(report: dict[str, Any], workspace: Path, model: Path | None) -> N
     )
     result = finished[0] if finished else None
     text = document_text(window.editor.document())
-    ok = isinstance(result, GenerationResult) and text == SAMPLE_TEXT + result.text
+    ok = isinstance(result, GenerationResult) and text == SAMPLE_TEXT + to_document_newlines(
+        result.text
+    )
     if isinstance(result, GenerationResult):
         report["generated_tokens"] = len(result.token_ids)
         report["tokens_per_second"] = round(result.tokens_per_second, 2)
