@@ -97,7 +97,15 @@ def build_generate_parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="number of completions to generate one after another, each printed "
-        "under a header; with --seed S they use seeds S, S+1, ...; default 1.",
+        "under a header; with --seed S they use seeds S, S+1, ...; default 1. The prompt is "
+        "computed once for all of them.",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fast", "exact"),
+        help="fast: the quickest computation this machine offers (bfloat16 where the processor "
+        "has it); exact: float32, the reference. Default: the choice made in the window, "
+        "fast until then.",
     )
     parser.add_argument("--debug", action="store_true", help="log at DEBUG level to standard error")
     parser.add_argument(
@@ -162,14 +170,16 @@ def run_generate(arguments: Sequence[str]) -> int:
         )
     prompt_text = sys.stdin.read() if options.prompt == "-" else options.prompt
 
-    from kl3m_desk.model import ModelLoadError, load_model
+    from kl3m_desk.device import load_and_place
+    from kl3m_desk.model import ModelLoadError
     from kl3m_desk.settings import Settings
 
-    folder = options.model or Settings.load().last_model_dir
+    settings = Settings.load()
+    folder = options.model or settings.last_model_dir
     if folder is None:
         parser.error("no model folder: pass --model DIR.")
     try:
-        loaded = load_model(folder)
+        loaded = load_and_place(folder, settings.device, options.precision or settings.precision)
     except ModelLoadError as error:
         notice(str(error))
         return EXIT_ERROR
@@ -194,6 +204,8 @@ def stream_sequences(loaded: LoadedModel, text: str, params: SamplingParams, cou
         cancel.set()
 
     previous_handler = signal.signal(signal.SIGINT, interrupt)
+    cache = loaded.engine.new_cache()  # holds the prompt, so later sequences skip computing it
+    print(f"[{loaded.describe()}]", file=sys.stderr)
     try:
         prompt = build_prompt(loaded, text, params.max_new_tokens)
         if prompt.dropped_characters:
@@ -212,6 +224,7 @@ def stream_sequences(loaded: LoadedModel, text: str, params: SamplingParams, cou
                 params.replace(seed=seed),
                 lambda piece: print(piece, end="", flush=True),
                 cancel,
+                cache,
             )
             print(flush=True)
             label = f"sequence {index + 1}: " if count > 1 else ""

@@ -33,7 +33,8 @@ from typing import Any, TypeVar
 
 import torch
 
-from kl3m_desk.model import LoadedModel
+from kl3m_desk.engine import Engine, WeightFormat
+from kl3m_desk.model import LoadedModel, ProgressCallback, load_model
 
 log = logging.getLogger(__name__)
 
@@ -500,7 +501,11 @@ def select_and_verify(
     if ok:
         log.info("Device choice: %s", choice.reason)
         converted = replace(
-            loaded, model=candidate, device=torch.device(choice.device), dtype=target_dtype
+            loaded,
+            model=candidate,
+            device=torch.device(choice.device),
+            dtype=target_dtype,
+            engine=Engine(candidate, "fast"),
         )
         return converted, choice
 
@@ -525,3 +530,46 @@ def _tokenize_parity_prompt(loaded: LoadedModel) -> torch.Tensor:
     # Tokenized as build_prompt tokenizes document text: without special tokens.
     ids: list[int] = list(loaded.tokenizer(PARITY_PROMPT, add_special_tokens=False)["input_ids"])
     return torch.tensor(ids, dtype=torch.long)
+
+
+PRECISIONS = ("fast", "exact")
+
+
+def load_and_place(
+    folder: Path,
+    device: str = "auto",
+    precision: str = "fast",
+    progress: ProgressCallback | None = None,
+    facts: HardwareFacts | None = None,
+) -> LoadedModel:
+    """Load the model in `folder` on the device and in the precision the user asked for.
+
+    "exact" is the reference computation: CPU float32, multiplied as transformers does. "fast" is
+    the automatic choice of choose_device with the engine's fused layout. On the CPU the weights
+    are read straight into the chosen dtype, so bfloat16 never holds a float32 copy; its accuracy
+    is checked by the test suite against float32 rather than on every start. MPS loads float32
+    first and keeps the converted copy only if it passes check_parity. A device this machine does
+    not offer (settings from another computer) falls back to the automatic choice, and the
+    reason says so. Raises ModelLoadError like load_model and ValueError for an unknown precision.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f'Invalid precision "{precision}". Choose one of: fast, exact.')
+    facts = facts or detect_hardware()
+    dtype = "float32" if precision == "exact" else "auto"
+    note = ""
+    try:
+        choice = choose_device(facts, device, dtype)
+    except ValueError as error:
+        log.warning("Device override %s rejected: %s", device, error)
+        device = "auto"
+        choice = choose_device(facts, device, dtype)
+        note = f"{error} Using the automatic choice instead: "
+    apply_threads(choice)
+    weights: WeightFormat = "exact" if precision == "exact" else "fast"
+    if choice.device == "cpu":
+        loaded = load_model(folder, progress, dtype=getattr(torch, choice.dtype), weights=weights)
+    else:
+        loaded = load_model(folder, progress)
+        loaded, choice = select_and_verify(loaded, facts, device, dtype)
+    log.info("Device for %s: %s (%s)", loaded.name, choice, facts.describe())
+    return replace(loaded, device_reason=note + choice.reason)

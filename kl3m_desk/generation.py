@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import torch
 
+from kl3m_desk.engine import KVCache, PrefillCancelled
 from kl3m_desk.model import LoadedModel
 from kl3m_desk.params import SamplingParams
 
@@ -35,7 +36,7 @@ class Prompt:
     """The token window given to the model, cut from the text before the cursor."""
 
     ids: tuple[int, ...]
-    available: int  # positions left for the prompt after max new tokens
+    available: int  # positions a new window may fill: the model's positions minus max new tokens
     text_length: int  # characters of text before the cursor
     start: int  # character offset in that text where the window starts; > 0 when text was dropped
 
@@ -50,18 +51,32 @@ class Prompt:
         return self.start
 
 
-def build_prompt(loaded: LoadedModel, text: str, max_new_tokens: int) -> Prompt:
+def build_prompt(
+    loaded: LoadedModel, text: str, max_new_tokens: int, anchor: int | None = None
+) -> Prompt:
     """Tokenize `text` into a window that leaves room for `max_new_tokens` new tokens.
 
-    When the text does not fit, the tokens nearest the end (the cursor) are kept and the oldest
-    are dropped, so prompt and completion together never exceed the model's positions. Empty text
-    starts from the BOS token.
+    A new window holds the tokens nearest the end of `text` (the cursor), up to the model's
+    positions minus `max_new_tokens`, and starts at a token boundary (`Prompt.start`). Passing
+    that start back as `anchor` keeps the window where it was while the user writes on, so the
+    key/value cache of its tokens stays valid: the anchored window may grow to the engine's
+    capacity (twice the model's positions for a sliding-window model, see
+    kl3m_desk.engine.capacity_for), and a new window is cut only when the text after `anchor`
+    outgrows that or shrinks to under half a window. Empty text starts from the BOS token.
     """
     max_new_tokens = clamp_max_new_tokens(loaded, max_new_tokens)
     available = loaded.max_positions - max_new_tokens
     if not text:
-        bos = loaded.bos_token_id if loaded.bos_token_id is not None else min(loaded.eos_token_ids)
-        return Prompt(ids=(bos,), available=available, text_length=0, start=0)
+        return Prompt(ids=(_start_token(loaded),), available=available, text_length=0, start=0)
+
+    capacity = loaded.engine.capacity - max_new_tokens
+    if anchor is not None and 0 <= anchor < len(text) <= anchor + capacity * MAX_CHARS_PER_TOKEN:
+        anchored: list[int] = list(
+            loaded.tokenizer(text[anchor:], add_special_tokens=False)["input_ids"]
+        )
+        fits = 0 < len(anchored) <= capacity
+        if fits and (anchor == 0 or len(anchored) >= available // 2):
+            return Prompt(tuple(anchored), available, len(text), anchor)
 
     tail_start = max(0, len(text) - available * MAX_CHARS_PER_TOKEN)
     encoding = loaded.tokenizer(
@@ -74,10 +89,14 @@ def build_prompt(loaded: LoadedModel, text: str, max_new_tokens: int) -> Prompt:
     while 0 < first < len(ids) and offsets[first][0] == offsets[first - 1][0]:
         first += 1
     if not ids[first:]:
-        bos = loaded.bos_token_id if loaded.bos_token_id is not None else min(loaded.eos_token_ids)
-        return Prompt(ids=(bos,), available=available, text_length=len(text), start=len(text))
+        start_id = _start_token(loaded)
+        return Prompt(ids=(start_id,), available=available, text_length=len(text), start=len(text))
     start = tail_start + (offsets[first][0] if first > 0 else 0)
     return Prompt(ids=tuple(ids[first:]), available=available, text_length=len(text), start=start)
+
+
+def _start_token(loaded: LoadedModel) -> int:
+    return loaded.bos_token_id if loaded.bos_token_id is not None else min(loaded.eos_token_ids)
 
 
 def clamp_max_new_tokens(loaded: LoadedModel, max_new_tokens: int) -> int:
@@ -144,6 +163,7 @@ class GenerationResult:
     prompt: Prompt
     prefill_seconds: float = 0.0  # prompt processing up to the first token
     decode_seconds: float = 0.0  # from the first token to the last
+    reused_tokens: int = 0  # prompt tokens whose keys and values came from the cache
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -186,23 +206,27 @@ def stream_completion(
     params: SamplingParams,
     on_text: Callable[[str], None],
     cancel: threading.Event | None = None,
+    cache: KVCache | None = None,
 ) -> GenerationResult:
     """Generate a completion of `prompt`, calling `on_text` with each newly completed piece.
 
-    Runs entirely on the calling thread. Setting `cancel` stops the loop before the next token is
-    chosen, so at most the token being computed is lost and nothing is passed to `on_text` after
-    it. The pieces passed to `on_text` join to `tokenizer.decode(result.token_ids)` with special
-    tokens skipped. Exceptions from the model propagate to the caller.
+    Runs entirely on the calling thread. `cache` (from `loaded.engine.new_cache()`) carries the
+    keys and values of the previous prompt and completion into this one: the prompt's tokens that
+    match it are not computed again, and afterwards it holds this prompt and completion. Without
+    it the prompt is computed from scratch. Setting `cancel` stops the loop before the next token
+    is chosen, so at most the token being computed is lost and nothing is passed to `on_text`
+    after it. The pieces passed to `on_text` join to `tokenizer.decode(result.token_ids)` with
+    special tokens skipped. Exceptions from the model propagate to the caller.
     """
     cancel = cancel or threading.Event()
     max_new_tokens = clamp_max_new_tokens(loaded, params.max_new_tokens)
-    if len(prompt.ids) + max_new_tokens > loaded.max_positions:
+    if len(prompt.ids) + max_new_tokens > loaded.engine.capacity:
         raise ValueError(
             f"The prompt has {len(prompt.ids)} tokens and {max_new_tokens} new tokens were "
-            f"requested, more than the model's {loaded.max_positions} positions."
+            f"requested, more than the engine's {loaded.engine.capacity} positions."
         )
     seed = params.seed if params.seed is not None else secrets.randbelow(2**32)
-    generator = torch.Generator(device=loaded.device).manual_seed(seed)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
     processors = _logits_processors(loaded, params)
     decoder = StreamDecoder(loaded.tokenizer)
     pieces: list[str] = []
@@ -213,28 +237,32 @@ def stream_completion(
             pieces.append(piece)
             on_text(piece)
 
-    from transformers import DynamicCache
-
-    model = loaded.model
-    cache = DynamicCache(config=model.config)
-    sequence = torch.tensor([prompt.ids], dtype=torch.long, device=loaded.device)
+    engine = loaded.engine
+    cache = cache if cache is not None else engine.new_cache()
+    reused = min(cache.common_prefix(prompt.ids), len(prompt.ids) - 1)
+    sequence = list(prompt.ids)
     started = time.perf_counter()
     first_token_time: float | None = None
     last_token_time = started
 
+    try:
+        logits: torch.Tensor | None = engine.prefill(cache, prompt.ids, cancel)
+    except PrefillCancelled:
+        logits = None
+        stop_reason = "stopped"
+    prefilled = time.perf_counter()
     with torch.inference_mode():
-        logits = model(input_ids=sequence, cache=cache, use_cache=True).logits[:, -1, :]
-        for step in range(max_new_tokens):
+        for step in range(max_new_tokens if logits is not None else 0):
+            assert logits is not None
             if cancel.is_set():
                 stop_reason = "stopped"
                 break
-            scores = processors(sequence, logits.float())
+            scores = processors(torch.tensor([sequence]), logits[None, :].cpu())
             if params.greedy:
-                next_token = torch.argmax(scores, dim=-1)
+                token_id = int(torch.argmax(scores, dim=-1))
             else:
                 probabilities = torch.softmax(scores, dim=-1)
-                next_token = torch.multinomial(probabilities, 1, generator=generator)[:, 0]
-            token_id = int(next_token.item())
+                token_id = int(torch.multinomial(probabilities, 1, generator=generator))
             if token_id in loaded.eos_token_ids:
                 stop_reason = "eos"
                 break
@@ -243,10 +271,9 @@ def stream_completion(
             if first_token_time is None:
                 first_token_time = last_token_time
             emit(decoder.push(token_id))
-            sequence = torch.cat([sequence, next_token[:, None]], dim=-1)
+            sequence.append(token_id)
             if step + 1 < max_new_tokens and not cancel.is_set():
-                output = model(input_ids=next_token[:, None], cache=cache, use_cache=True)
-                logits = output.logits[:, -1, :]
+                logits = engine.step(cache, token_id)
 
     if stop_reason == "stopped":
         # Held-back bytes are dropped with their tokens, so nothing reaches on_text after a stop.
@@ -262,12 +289,16 @@ def stream_completion(
         prompt=prompt,
         prefill_seconds=first - started,
         decode_seconds=last_token_time - first if first_token_time is not None else 0.0,
+        reused_tokens=reused,
+        timings={"prompt": prefilled - started},
     )
     log.info(
-        "Generated %d tokens (%s) from a %d-token prompt, seed %d, %.1f tokens/s",
+        "Generated %d tokens (%s) from a %d-token prompt (%d reused from the cache), seed %d, "
+        "%.1f tokens/s",
         len(result.token_ids),
         stop_reason,
         prompt.used,
+        reused,
         seed,
         result.tokens_per_second,
     )

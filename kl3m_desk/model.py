@@ -21,7 +21,9 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
+from kl3m_desk.engine import Engine, WeightFormat
 from kl3m_desk.manifest import ManifestError, manifest_model_name, verify_manifest
+from kl3m_desk.weights import read_mixtral
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ class LoadedModel:
     suppressed_token_ids: tuple[int, ...]  # special tokens other than EOS, never sampled
     parameter_count: int
     load_seconds: float
+    engine: Engine  # the forward pass generation runs, over the model's own weights
     device_reason: str = "CPU, float32: the reference precision."  # why this device and dtype
 
     @property
@@ -73,9 +76,15 @@ class LoadedModel:
         """Return the dtype without its `torch.` prefix, for example "float32"."""
         return str(self.dtype).removeprefix("torch.")
 
+    @property
+    def precision(self) -> str:
+        """Return "Exact" for the float32 reference computation and "Fast" otherwise."""
+        exact = self.engine.weights == "exact" and self.dtype == torch.float32
+        return "Exact" if exact else "Fast"
+
     def describe(self) -> str:
         """Return a one-line description for the status bar and the log."""
-        return f"{self.name} · {self.device.type.upper()} · {self.dtype_name}"
+        return f"{self.name} · {self.precision} · {self.device.type.upper()} {self.dtype_name}"
 
 
 def inspect_model_folder(folder: Path) -> ModelFolder:
@@ -181,11 +190,19 @@ def _check_safetensors_header(folder: Path, weight_file: Path) -> None:
         ) from error
 
 
-def load_model(folder: Path, progress: ProgressCallback | None = None) -> LoadedModel:
-    """Load the model and tokenizer in `folder` on the CPU in float32.
+def load_model(
+    folder: Path,
+    progress: ProgressCallback | None = None,
+    dtype: torch.dtype = torch.float32,
+    weights: WeightFormat = "exact",
+) -> LoadedModel:
+    """Load the model and tokenizer in `folder` on the CPU in `dtype`.
 
-    Runs on whatever thread calls it and touches no GUI; `progress` is called from that thread.
-    Raises ModelLoadError for every problem with the folder or its files.
+    transformers converts each tensor to `dtype` as it reads it, so a bfloat16 load never holds
+    a float32 copy of the weights. `weights` is the engine's format (see kl3m_desk.engine):
+    "exact" with float32 is the reference computation. Runs on whatever thread calls it and
+    touches no GUI; `progress` is called from that thread. Raises ModelLoadError for every
+    problem with the folder or its files.
     """
 
     def report(step: int, message: str) -> None:
@@ -205,7 +222,7 @@ def load_model(folder: Path, progress: ProgressCallback | None = None) -> Loaded
 
     # Imported here so that starting the window does not wait for transformers to import.
     import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     transformers.utils.logging.disable_progress_bar()
 
@@ -222,13 +239,17 @@ def load_model(folder: Path, progress: ProgressCallback | None = None) -> Loaded
 
     report(2, "Loading weights")
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            folder,
-            local_files_only=True,
-            trust_remote_code=False,
-            use_safetensors=True,
-            dtype=torch.float32,
-        )
+        config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+        model = read_mixtral(folder, model_folder.weight_files, config, dtype)
+        if model is None:
+            log.info("Loading %s through transformers, which maps the weight files whole", folder)
+            model = AutoModelForCausalLM.from_pretrained(
+                folder,
+                local_files_only=True,
+                trust_remote_code=False,
+                use_safetensors=True,
+                dtype=dtype,
+            )
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as error:
         raise ModelLoadError(
             f"The model in {folder} could not be loaded ({error}). Check that {CONFIG_FILE} and "
@@ -240,7 +261,14 @@ def load_model(folder: Path, progress: ProgressCallback | None = None) -> Loaded
         log.debug("Copied %d weight tensors into 64-byte aligned memory", copied)
 
     report(3, "Preparing model")
-    loaded = _describe_loaded(folder, model, tokenizer, time.perf_counter() - started)
+    try:
+        engine = Engine(model, weights)
+    except ValueError as error:
+        raise ModelLoadError(
+            f"The model in {folder} cannot run in kl3m-desk: {error} Choose a kl3m-002-520m "
+            "folder or another Mixtral model."
+        ) from error
+    loaded = _describe_loaded(folder, model, tokenizer, engine, time.perf_counter() - started)
     report(LOAD_STEPS, f"Ready: {loaded.describe()}")
     log.info(
         "Loaded %s from %s: %s, %d parameters, %d positions, device %s, %s, %.1f s",
@@ -274,7 +302,9 @@ def _align_parameters(model: Any) -> int:
     return copied
 
 
-def _describe_loaded(folder: Path, model: Any, tokenizer: Any, seconds: float) -> LoadedModel:
+def _describe_loaded(
+    folder: Path, model: Any, tokenizer: Any, engine: Engine, seconds: float
+) -> LoadedModel:
     config = model.config
     max_positions = int(getattr(config, "max_position_embeddings", 0) or 0)
     if max_positions <= 1:
@@ -308,4 +338,5 @@ def _describe_loaded(folder: Path, model: Any, tokenizer: Any, seconds: float) -
         suppressed_token_ids=suppressed,
         parameter_count=sum(parameter.numel() for parameter in model.parameters()),
         load_seconds=seconds,
+        engine=engine,
     )

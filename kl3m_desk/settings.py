@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 SETTINGS_FILE_NAME = "settings.json"
 DEVICE_SETTINGS = ("auto", "cpu", "mps")
-DTYPE_SETTINGS = ("auto", "float32", "bfloat16", "float16")
+PRECISION_SETTINGS = ("fast", "exact")
 
 
 @dataclass
@@ -37,7 +37,9 @@ class Settings:
     model_dirs: list[Path] = field(default_factory=list)  # folders the user chose, newest last
     limitations_shown: bool = False  # the model card's limitations were shown once
     device: str = "auto"  # "auto", "cpu" or "mps"
-    dtype: str = "auto"  # "auto", "float32", "bfloat16" or "float16"
+    # "fast": the fastest computation that passes the float32 comparison on this machine;
+    # "exact": the float32 reference, multiplied as transformers does.
+    precision: str = "fast"
     path: Path = field(default_factory=lambda: paths.config_dir() / SETTINGS_FILE_NAME)
     load_warnings: list[str] = field(default_factory=list)  # problems found by `load`
 
@@ -66,7 +68,10 @@ class Settings:
         settings._read_model_dir(data.get("last_model_dir"))
         settings._read_model_dirs(data.get("model_dirs", []))
         settings._read_choice("device", data.get("device", "auto"), DEVICE_SETTINGS)
-        settings._read_choice("dtype", data.get("dtype", "auto"), DTYPE_SETTINGS)
+        if "precision" in data:
+            settings._read_choice("precision", data["precision"], PRECISION_SETTINGS)
+        elif data.get("dtype") == "float32":  # written by versions that stored a dtype
+            settings.precision = "exact"
         if isinstance(data.get("limitations_shown"), bool):
             settings.limitations_shown = data["limitations_shown"]
         return settings
@@ -90,7 +95,7 @@ class Settings:
             "model_dirs": [str(path) for path in self.model_dirs],
             "limitations_shown": self.limitations_shown,
             "device": self.device,
-            "dtype": self.dtype,
+            "precision": self.precision,
         }
         text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
         write_text_atomically(self.path, text)
@@ -153,7 +158,7 @@ class Settings:
         if raw not in choices:
             self._warn(
                 f"The {name} setting {raw!r} in {self.path} is not one of {', '.join(choices)}; "
-                '"auto" is used.'
+                f'"{getattr(self, name)}" is used.'
             )
             return
         setattr(self, name, raw)

@@ -11,12 +11,13 @@ import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest
+import torch
 
 from kl3m_desk.model import LoadedModel, load_model
 from kl3m_desk.paths import HOME_VARIABLE
@@ -99,3 +100,33 @@ def _really_read_only(folder: Path) -> bool:
         return True
     probe.unlink()
     return False
+
+
+def hook_engine(
+    loaded: LoadedModel,
+    before: Callable[[], None] | None = None,
+    after: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Callable[[], None]:
+    """Run `before` ahead of every forward pass of `loaded`'s engine and `after` on its logits.
+
+    Returns a function that removes the hook. A forward pass covers a prompt chunk or one new
+    token, as `Engine.forward` does.
+    """
+    engine = loaded.engine
+    original = engine.forward
+    previous_hook = engine.__dict__.get("forward")
+
+    def forward(cache: object, ids: object) -> torch.Tensor:
+        if before is not None:
+            before()
+        logits = original(cache, ids)  # type: ignore[arg-type]
+        return after(logits) if after is not None else logits
+
+    def remove() -> None:
+        if previous_hook is None:
+            engine.__dict__.pop("forward", None)
+        else:
+            engine.forward = previous_hook  # type: ignore[method-assign]
+
+    engine.forward = forward  # type: ignore[method-assign]
+    return remove

@@ -76,6 +76,15 @@ class LogitsFilter(torch.nn.Module):
         self.config = inner.config
         self.change = change
 
+    # The engine built after a passing check borrows the inner model's weights.
+    @property
+    def model(self) -> Any:
+        return self.inner.model
+
+    @property
+    def lm_head(self) -> Any:
+        return self.inner.lm_head
+
     def forward(self, **inputs: Any) -> Any:
         output = self.inner(**inputs)
         output.logits = self.change(output.logits)

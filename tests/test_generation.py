@@ -19,6 +19,7 @@ from kl3m_desk.params import SamplingParams
 from tests.conftest import (
     DOCUMENTS_DIR,
     TRICKY_TEXT,
+    hook_engine,
     legal_fixture_paths,
     requires_fixtures,
     requires_tokenizer,
@@ -106,14 +107,14 @@ def special_token_bias(tiny_model: LoadedModel):
     """Make special tokens other than EOS the most likely output, to prove they are suppressed."""
     suppressed = list(tiny_model.suppressed_token_ids)
 
-    def favour_special(_module: object, _args: object, output: torch.Tensor) -> torch.Tensor:
-        output = output.clone()
-        output[..., suppressed] += 1000.0
-        return output
+    def favour_special(logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.clone()
+        logits[..., suppressed] += 1000.0
+        return logits
 
-    handle = tiny_model.model.lm_head.register_forward_hook(favour_special)
+    remove = hook_engine(tiny_model, after=favour_special)
     yield suppressed
-    handle.remove()
+    remove()
 
 
 @requires_tokenizer
@@ -226,28 +227,18 @@ def test_long_prompt_trimmed_from_start(tiny_model: LoadedModel) -> None:
 
     prompt = build_prompt(tiny_model, text, 512)
     assert prompt.available == 512
-    assert prompt.used <= 512
-    assert prompt.used >= 500
+    assert 500 <= prompt.used <= 512
     assert prompt.dropped_characters > 0
     assert text.endswith(decode(tiny_model, list(prompt.ids)))
     assert text[prompt.start :] == decode(tiny_model, list(prompt.ids))
 
-    positions: list[int] = []
-
-    def record(_module: object, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
-        position_ids = kwargs.get("position_ids", args[1] if len(args) > 1 else None)
-        assert isinstance(position_ids, torch.Tensor)
-        positions.append(int(position_ids.max()))
-
-    handle = tiny_model.model.model.rotary_emb.register_forward_pre_hook(record, with_kwargs=True)
-    try:
-        result = stream_completion(
-            tiny_model, prompt, params(max_new_tokens=512, seed=4), lambda _piece: None
-        )
-    finally:
-        handle.remove()
+    cache = tiny_model.engine.new_cache()
+    result = stream_completion(
+        tiny_model, prompt, params(max_new_tokens=512, seed=4), lambda _piece: None, cache=cache
+    )
     assert prompt.used + len(result.token_ids) <= 1024
-    assert max(positions) <= 1023
+    assert cache.length <= 1024
+    assert cache.tokens[: prompt.used] == list(prompt.ids)
 
 
 def test_max_new_tokens_capped_by_window(tiny_model: LoadedModel) -> None:
@@ -259,14 +250,14 @@ def test_max_new_tokens_capped_by_window(tiny_model: LoadedModel) -> None:
 def test_model_error_propagates(tiny_model: LoadedModel) -> None:
     calls = 0
 
-    def fail_on_fourth_call(_module: object, _args: object) -> None:
+    def fail_on_fourth_call() -> None:
         nonlocal calls
         calls += 1
         if calls == 4:
             raise RuntimeError("injected failure")
 
     prompt = build_prompt(tiny_model, "Severability.", 50)
-    handle = tiny_model.model.register_forward_pre_hook(fail_on_fourth_call)
+    remove = hook_engine(tiny_model, before=fail_on_fourth_call)
     received: list[str] = []
     try:
         with pytest.raises(RuntimeError, match="injected failure"):
@@ -274,5 +265,5 @@ def test_model_error_propagates(tiny_model: LoadedModel) -> None:
                 tiny_model, prompt, params(max_new_tokens=50, seed=1), received.append
             )
     finally:
-        handle.remove()
+        remove()
     assert len(received) <= 3

@@ -99,7 +99,7 @@ def test_loaded_model_description(tiny_model_dir: Path) -> None:
     assert loaded.model.config.sliding_window == 256
     assert loaded.model.config.num_local_experts == 4
     assert loaded.model.config.num_experts_per_tok == 2
-    assert loaded.describe() == f"{tiny_model_dir.name} · CPU · float32"
+    assert loaded.describe() == f"{tiny_model_dir.name} · Exact · CPU float32"
     assert 1 not in loaded.suppressed_token_ids
     assert steps[0][0] == 0
     assert steps[-1][0] == steps[-1][1]

@@ -227,10 +227,13 @@ def test_precision_override_reloads_model(qtbot: QtBot, tiny_model_dir: Path) ->
     dialog.placement_changed.connect(window._placement_changed)
     qtbot.addWidget(dialog)
     assert dialog.device_box.itemText(0) == "auto"
-    assert "float32" in [dialog.dtype_box.itemText(i) for i in range(dialog.dtype_box.count())]
+    labels = [dialog.precision_box.itemText(i) for i in range(dialog.precision_box.count())]
+    assert labels == ["Fast", "Exact"]
     with qtbot.waitSignal(window.controller.model_ready, timeout=30_000) as blocker:
-        dialog.dtype_box.setCurrentText("float32")
+        dialog.precision_box.setCurrentText("Exact")
     assert blocker.args[0].dtype_name == "float32"
-    assert Settings.load().dtype == "float32"
+    assert blocker.args[0].precision == "Exact"
+    assert "Exact" in window.model_label.text()
+    assert Settings.load().precision == "exact"
     assert "float32" in dialog.placement_label.text()
     window.controller.shutdown()

@@ -87,3 +87,23 @@ def test_wrong_types_fall_back_per_value() -> None:
     assert settings.sampling.top_p == pytest.approx(0.3)
     assert settings.last_model_dir is None
     assert len(settings.load_warnings) == 2
+
+
+def test_precision_saved_and_older_dtype_setting_understood(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    settings = Settings(path=path)
+    assert settings.precision == "fast"
+    settings.precision = "exact"
+    settings.save()
+    assert Settings.load(path).precision == "exact"
+
+    path.write_text(json.dumps({"dtype": "float32"}), encoding="utf-8")
+    assert Settings.load(path).precision == "exact"
+    path.write_text(json.dumps({"dtype": "bfloat16"}), encoding="utf-8")
+    assert Settings.load(path).precision == "fast"
+
+    path.write_text(json.dumps({"precision": "turbo"}), encoding="utf-8")
+    loaded = Settings.load(path)
+    assert loaded.precision == "fast"
+    assert "precision setting 'turbo'" in loaded.load_warnings[0]
+    assert '"fast" is used' in loaded.load_warnings[0]

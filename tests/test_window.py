@@ -23,7 +23,7 @@ from kl3m_desk.templates import load_library
 from kl3m_desk.ui.editor import StreamInsertion, document_text, to_document_newlines
 from kl3m_desk.ui.main_window import MainWindow, UnsavedChoice
 from kl3m_desk.ui.templates_panel import TemplateFieldsDialog
-from tests.conftest import DOCUMENTS_DIR, REPOSITORY, requires_fixtures
+from tests.conftest import DOCUMENTS_DIR, REPOSITORY, hook_engine, requires_fixtures
 
 TWO_PARAGRAPHS = "First paragraph of the agreement.\n\nSecond paragraph: the Supplier shall "
 
@@ -58,10 +58,7 @@ def slow_down(window: MainWindow, seconds: float = 0.03) -> None:
     """Make each forward pass of the window's model take at least `seconds`."""
     assert window.controller.model is not None
 
-    def pause(_module: object, _args: object) -> None:
-        time.sleep(seconds)
-
-    window.controller.model.model.register_forward_pre_hook(pause)
+    hook_engine(window.controller.model, before=lambda: time.sleep(seconds))
 
 
 def set_document(window: MainWindow, text: str, position: int | None = None) -> None:
@@ -266,17 +263,17 @@ def test_generation_error_reported_then_next_run_works(qtbot: QtBot, window: Mai
     assert window.controller.model is not None
     calls = 0
 
-    def fail_after_three_tokens(_module: object, _args: object) -> None:
+    def fail_after_three_tokens() -> None:
         nonlocal calls
         calls += 1
         if calls == 4:  # the prefill and three decode steps succeed
             raise RuntimeError("injected failure")
 
-    handle = window.controller.model.model.register_forward_pre_hook(fail_after_three_tokens)
+    remove = hook_engine(window.controller.model, before=fail_after_three_tokens)
     set_document(window, TWO_PARAGRAPHS)
     with qtbot.waitSignal(window.controller.generation_failed, timeout=30_000) as blocker:
         window.generate()
-    handle.remove()
+    remove()
     assert "injected failure" in blocker.args[0]
     assert window.message_bar.isVisible()
     assert "injected failure" in window.message_bar.label.text()
@@ -452,7 +449,8 @@ CLOSE_WHILE_STREAMING = textwrap.dedent(
     pieces = []
 
     def ready(loaded):
-        loaded.model.register_forward_pre_hook(lambda *_: time.sleep(0.02))
+        forward = loaded.engine.forward
+        loaded.engine.forward = lambda *args: (time.sleep(0.02), forward(*args))[1]
         window.editor.setPlainText("The Supplier shall ")
         window.editor.moveCursor(window.editor.textCursor().MoveOperation.End)
         window.generate()
@@ -488,3 +486,38 @@ def test_close_while_streaming_exits_cleanly(tiny_model_dir: Path, tmp_path: Pat
     assert completed.returncode == 0, completed.stderr
     assert "pieces 5" in completed.stdout
     assert "QThread: Destroyed" not in completed.stderr
+
+
+def test_pause_in_typing_computes_the_prompt_before_generate(
+    qtbot: QtBot, window: MainWindow
+) -> None:
+    set_document(window, TWO_PARAGRAPHS * 20)
+    with qtbot.waitSignal(window.controller.prefilled, timeout=30_000) as blocker:
+        qtbot.keyClicks(window.editor, "the Customer")
+    computed = blocker.args[0]
+    result = generate_and_wait(qtbot, window)
+    assert result.prompt.used == computed
+    assert result.reused_tokens == computed - 1  # only the last token is computed again
+
+    # Typing on after the completion reuses the prompt and as much of the completion as the
+    # document's text tokenizes the same way (the random model writes odd word boundaries).
+    assert window.editor.textCursor().position() == len(document_text(window.editor.document()))
+    qtbot.keyClicks(window.editor, " and")
+    second = generate_and_wait(qtbot, window)
+    cached = [*result.prompt.ids, *result.token_ids[:-1]]  # the last token was never fed back
+    same = 0
+    while same < min(len(cached), second.prompt.used) and cached[same] == second.prompt.ids[same]:
+        same += 1
+    assert same >= computed - 1  # the completion may join the last word of the prompt
+    assert second.reused_tokens == min(same, second.prompt.used - 1)
+
+
+def test_typing_cancels_a_pending_prefill(qtbot: QtBot, window: MainWindow) -> None:
+    prefills: list[int] = []
+    window.controller.prefilled.connect(prefills.append)
+    set_document(window, TWO_PARAGRAPHS)
+    for letter in "Supplier":
+        qtbot.keyClicks(window.editor, letter)
+        qtbot.wait(50)  # well under the pause that starts a prefill
+    assert prefills == []
+    qtbot.waitUntil(lambda: len(prefills) == 1, timeout=30_000)

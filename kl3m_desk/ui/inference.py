@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from kl3m_desk.device import detect_hardware, select_and_verify
+from kl3m_desk.device import load_and_place
+from kl3m_desk.engine import KVCache, PrefillCancelled
 from kl3m_desk.generation import GenerationResult, Prompt, build_prompt, stream_completion
-from kl3m_desk.model import LOAD_STEPS, LoadedModel, ModelLoadError, load_model
+from kl3m_desk.model import LoadedModel, ModelLoadError
 from kl3m_desk.model_import import CheckpointImportError, loadable_folder
 from kl3m_desk.params import SamplingParams
 
@@ -46,11 +46,17 @@ class InferenceWorker(QObject):
     generation_finished = Signal(int, object)
     # job id, message for the user; emitted instead of generation_finished
     generation_failed = Signal(int, str)
+    # prompt tokens whose keys and values are now cached, after a prefill ran to its end
+    prefilled = Signal(int)
 
     def __init__(self, shutting_down: threading.Event) -> None:
         super().__init__()
         self._shutting_down = shutting_down
         self._loaded: LoadedModel | None = None
+        # Keys and values of the last prompt and completion, and where that prompt's window
+        # started in the text, so the next request recomputes only what changed.
+        self._cache: KVCache | None = None
+        self._anchor: int | None = None
 
     @Slot(int, object, object, object)
     def load(
@@ -70,9 +76,8 @@ class InferenceWorker(QObject):
 
         try:
             folder = loadable_folder(folder, progress=progress, cancel=cancel)
-            loaded = load_model(folder, progress=progress)
-            progress(LOAD_STEPS, LOAD_STEPS, "Choosing device and precision")
-            loaded = place_model(loaded, *placement)
+            device, precision = placement
+            loaded = load_and_place(folder, device, precision, progress=progress)
         except CheckpointImportError as error:
             log.warning("Checkpoint import failed: %s", error)
             self.load_failed.emit(job_id, str(error))
@@ -89,6 +94,8 @@ class InferenceWorker(QObject):
             log.info("Model load of %s was cancelled; the loaded model is discarded", folder)
             return
         self._loaded = loaded
+        self._cache = loaded.engine.new_cache()
+        self._anchor = None
         self.model_loaded.emit(job_id, loaded)
 
     @Slot(int, str, object, object)
@@ -105,36 +112,53 @@ class InferenceWorker(QObject):
             self.generation_failed.emit(job_id, "No model is loaded. Choose a model folder first.")
             return
         try:
-            prompt = build_prompt(loaded, text, params.max_new_tokens)
+            prompt = build_prompt(loaded, text, params.max_new_tokens, self._anchor)
+            self._anchor = prompt.start
             self.generation_started.emit(job_id, prompt)
             result = stream_completion(
-                loaded, prompt, params, lambda piece: self.text_ready.emit(job_id, piece), cancel
+                loaded,
+                prompt,
+                params,
+                lambda piece: self.text_ready.emit(job_id, piece),
+                cancel,
+                self._cache,
             )
         except Exception as error:  # reported to the window; the next run starts afresh
             log.exception("Generation job %d failed", job_id)
+            if self._cache is not None:
+                self._cache.clear()
             self.generation_failed.emit(
                 job_id, f"Generation failed: {type(error).__name__}: {error}"
             )
             return
         self.generation_finished.emit(job_id, result)
 
+    @Slot(str, int, object)
+    def prefill(self, text: str, max_new_tokens: int, cancel: threading.Event) -> None:
+        """Compute the keys and values of `text`'s prompt window ahead of a generation.
 
-def place_model(loaded: LoadedModel, device: str, dtype: str) -> LoadedModel:
-    """Move `loaded` to the fastest correct device and precision, honouring valid overrides.
-
-    An override this machine does not offer (from settings written on another computer) falls
-    back to the automatic choice, and the reason states that.
-    """
-    facts = detect_hardware()
-    try:
-        placed, choice = select_and_verify(loaded, facts, device, dtype)
-        reason = choice.reason
-    except ValueError as error:
-        log.warning("Device override %s/%s rejected: %s", device, dtype, error)
-        placed, choice = select_and_verify(loaded, facts)
-        reason = f"{error} Using the automatic choice instead: {choice.reason}"
-    log.info("Device for %s: %s (%s)", loaded.name, choice, facts.describe())
-    return replace(placed, device_reason=reason)
+        The window is built as `generate` would build it, so a Generate that follows computes
+        only what changed since. `cancel` stops the work between chunks of the prompt; the
+        chunks done so far stay in the cache. Failures are logged only: the generation that
+        follows computes the prompt again and reports any error itself.
+        """
+        loaded = self._loaded
+        if self._shutting_down.is_set() or cancel.is_set() or loaded is None:
+            return
+        if self._cache is None:
+            return
+        try:
+            prompt = build_prompt(loaded, text, max_new_tokens, self._anchor)
+            self._anchor = prompt.start
+            reused = self._cache.common_prefix(prompt.ids)
+            loaded.engine.prefill(self._cache, prompt.ids, cancel)
+            log.debug("Prefilled %d tokens (%d reused)", prompt.used, reused)
+            self.prefilled.emit(prompt.used)
+        except PrefillCancelled:
+            log.debug("Prefill cancelled at %d tokens", self._cache.length)
+        except Exception:
+            log.exception("Prefill failed; the next generation computes its prompt in full")
+            self._cache.clear()
 
 
 class InferenceController(QObject):
@@ -154,10 +178,13 @@ class InferenceController(QObject):
     generation_finished = Signal(object)
     # message for the user
     generation_failed = Signal(str)
+    # prompt tokens computed ahead of the next generation
+    prefilled = Signal(int)
 
     # Requests to the worker; queued across threads, so they run in order on the inference thread.
     _request_load = Signal(int, object, object, object)
     _request_generate = Signal(int, str, object, object)
+    _request_prefill = Signal(str, int, object)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -170,6 +197,7 @@ class InferenceController(QObject):
 
         self._request_load.connect(self._worker.load)
         self._request_generate.connect(self._worker.generate)
+        self._request_prefill.connect(self._worker.prefill)
         self._worker.load_progress.connect(self._on_load_progress)
         self._worker.model_loaded.connect(self._on_model_loaded)
         self._worker.load_failed.connect(self._on_load_failed)
@@ -177,6 +205,7 @@ class InferenceController(QObject):
         self._worker.text_ready.connect(self._on_text_ready)
         self._worker.generation_finished.connect(self._on_generation_finished)
         self._worker.generation_failed.connect(self._on_generation_failed)
+        self._worker.prefilled.connect(self.prefilled)
 
         self._next_job = 0
         self._load_job: int | None = None
@@ -184,6 +213,7 @@ class InferenceController(QObject):
         self._stopped_job: int | None = None  # stopped run whose timing may still be reported
         self._cancel: threading.Event | None = None
         self._load_cancel: threading.Event | None = None
+        self._prefill_cancel: threading.Event | None = None
         self.model: LoadedModel | None = None
         self._thread.start()
 
@@ -201,16 +231,20 @@ class InferenceController(QObject):
         """True from `generate` until the current generation finishes, fails or is stopped."""
         return self._generation_job is not None
 
-    def load(self, folder: Path, device: str = "auto", dtype: str = "auto") -> None:
+    def load(self, folder: Path, device: str = "auto", precision: str = "fast") -> None:
         """Stop any generation and load the model in `folder` on the inference thread.
 
-        `device` and `dtype` are the user's overrides ("auto" lets the app choose).
+        `device` is the user's override ("auto" lets the app choose) and `precision` is "fast"
+        or "exact".
         """
         self.stop()
+        self.cancel_prefill()
         self.cancel_load()
         self._load_job = self._new_job()
         self._load_cancel = threading.Event()
-        self._request_load.emit(self._load_job, Path(folder), self._load_cancel, (device, dtype))
+        self._request_load.emit(
+            self._load_job, Path(folder), self._load_cancel, (device, precision)
+        )
 
     def cancel_load(self) -> None:
         """Cancel the current load: an import stops, and its result is dropped either way."""
@@ -226,10 +260,29 @@ class InferenceController(QObject):
         after the old run has returned.
         """
         self.stop()
+        self._prefill_cancel = None  # a running prefill goes on: this generation reuses its work
         self._stopped_job = None
         self._generation_job = self._new_job()
         self._cancel = threading.Event()
         self._request_generate.emit(self._generation_job, text, params, self._cancel)
+
+    def prefill(self, text: str, max_new_tokens: int) -> None:
+        """Compute `text`'s prompt window on the inference thread so Generate can start at once.
+
+        Does nothing while a model loads or a generation runs. A newer prefill cancels an older
+        one that has not finished.
+        """
+        if self.model is None or self.is_loading or self.is_generating:
+            return
+        self.cancel_prefill()
+        self._prefill_cancel = threading.Event()
+        self._request_prefill.emit(text, max_new_tokens, self._prefill_cancel)
+
+    def cancel_prefill(self) -> None:
+        """Stop the pending prefill between two chunks; what it computed stays in the cache."""
+        if self._prefill_cancel is not None:
+            self._prefill_cancel.set()
+        self._prefill_cancel = None
 
     def stop(self) -> None:
         """Stop the current generation; no text of it is delivered after this call.
@@ -248,6 +301,7 @@ class InferenceController(QObject):
         """Stop work and end the inference thread, waiting for the current token to finish."""
         self._shutting_down.set()
         self.stop()
+        self.cancel_prefill()
         self.cancel_load()
         self._thread.quit()
         self._thread.wait()

@@ -40,6 +40,9 @@ from kl3m_desk.ui.templates_panel import TemplateFieldsDialog, TemplatesPanel
 
 log = logging.getLogger(__name__)
 
+# Milliseconds without typing or cursor moves before the prompt at the cursor is computed ahead.
+PREFILL_DELAY_MS = 600
+
 DOCUMENT_FILTER = "Text documents (*.txt *.md);;All files (*)"
 
 # Shown once, after the first model loads, so no draft is mistaken for legal advice.
@@ -80,6 +83,11 @@ class MainWindow(QMainWindow):
         self._save_settings_timer.setSingleShot(True)
         self._save_settings_timer.setInterval(400)
         self._save_settings_timer.timeout.connect(self._save_settings)
+        # After a pause in typing, the prompt at the cursor is computed ahead of Generate.
+        self._prefill_timer = QTimer(self)
+        self._prefill_timer.setSingleShot(True)
+        self._prefill_timer.setInterval(PREFILL_DELAY_MS)
+        self._prefill_timer.timeout.connect(self._prefill)
 
         self.editor = DraftEditor()
         self.message_bar = MessageBar()
@@ -220,6 +228,8 @@ class MainWindow(QMainWindow):
         self.stop_button.clicked.connect(self.stop)
         self.editor.undo_requested.connect(self.undo)
         self.editor.document().modificationChanged.connect(self.setWindowModified)
+        self.editor.document().contentsChanged.connect(self._text_or_cursor_moved)
+        self.editor.cursorPositionChanged.connect(self._text_or_cursor_moved)
         self.editor.document().undoAvailable.connect(self.undo_action.setEnabled)
         self.editor.document().redoAvailable.connect(self.redo_action.setEnabled)
         self.undo_action.setEnabled(False)
@@ -274,7 +284,7 @@ class MainWindow(QMainWindow):
         self.load_progress.setRange(0, 0)
         self.load_progress.setVisible(True)
         self.cancel_load_button.setVisible(True)
-        self.controller.load(folder, self.settings.device, self.settings.dtype)
+        self.controller.load(folder, self.settings.device, self.settings.precision)
         self.first_run.hide()
         self._update_controls()
 
@@ -424,6 +434,21 @@ class MainWindow(QMainWindow):
         self.speed_label.setText("Generating…")
         self._update_controls()
 
+    @Slot()
+    def _text_or_cursor_moved(self) -> None:
+        if self.controller.is_generating or self.controller.model is None:
+            return
+        self.controller.cancel_prefill()
+        self._prefill_timer.start()
+
+    @Slot()
+    def _prefill(self) -> None:
+        if self.controller.is_generating or self.controller.is_loading:
+            return
+        position = self.editor.textCursor().position()
+        text = text_before(self.editor.document(), position)
+        self.controller.prefill(text, self.parameters_panel.params().max_new_tokens)
+
     def stop(self) -> None:
         """Stop generating; text already inserted stays in the document."""
         if self.controller.is_generating:
@@ -449,13 +474,14 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _generation_started(self, prompt: Prompt) -> None:
-        text = f"Context: {prompt.used:,} of {prompt.available:,} prompt tokens"
+        text = f"Context: {prompt.used:,} prompt tokens"
         if prompt.dropped_characters:
             text += f", earliest {prompt.dropped_characters:,} characters dropped"
         self.context_label.setText(text)
         self.context_label.setToolTip(
-            "The model sees only the text nearest the cursor: its window holds prompt and "
-            "completion together."
+            f"The model sees only the text nearest the cursor. A new window takes up to "
+            f"{prompt.available:,} tokens and stays in place while you write on, so that "
+            "Generate computes only what changed."
         )
 
     @Slot(str)
@@ -472,7 +498,8 @@ class MainWindow(QMainWindow):
             f"({reason[result.stop_reason]})"
         )
         self.speed_label.setToolTip(
-            f"First token after {result.prefill_seconds:.2f} s; seed {result.seed}"
+            f"First token after {result.prefill_seconds:.2f} s, with {result.reused_tokens:,} "
+            f"of {result.prompt.used:,} prompt tokens computed ahead; seed {result.seed}"
         )
         self.editor.setAccessibleDescription(f"Completion ready, {len(result.text.split())} words")
         self._finish_insertion()

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from kl3m_desk.device import available_devices, available_dtypes, choose_device, detect_hardware
+from kl3m_desk.device import available_devices, choose_device, detect_hardware
 from kl3m_desk.model_catalog import (
     ModelEntry,
     format_parameters,
@@ -89,15 +89,22 @@ class ModelManagerDialog(QDialog):
         self.facts = detect_hardware()
         self.device_box = QComboBox()
         self.device_box.setAccessibleName("Device")
-        self.dtype_box = QComboBox()
-        self.dtype_box.setAccessibleName("Precision")
+        self.precision_box = QComboBox()
+        self.precision_box.setAccessibleName("Precision")
+        self.precision_box.addItem("Fast", "fast")
+        self.precision_box.addItem("Exact", "exact")
+        self.precision_box.setToolTip(
+            "Fast: the quickest computation this machine offers, bfloat16 where the processor "
+            "has it, checked against float32.\nExact: float32, the reference computation, "
+            "about half as fast."
+        )
         self.placement_label = QLabel()
         self.placement_label.setWordWrap(True)
         placement = QHBoxLayout()
         placement.addWidget(QLabel("Device:"))
         placement.addWidget(self.device_box)
         placement.addWidget(QLabel("Precision:"))
-        placement.addWidget(self.dtype_box)
+        placement.addWidget(self.precision_box)
         placement.addWidget(self.placement_label, 1)
         self._fill_placement()
 
@@ -113,7 +120,7 @@ class ModelManagerDialog(QDialog):
         self.table.itemSelectionChanged.connect(self._update_buttons)
         self.table.itemDoubleClicked.connect(lambda _item: self.load_selected())
         self.device_box.currentIndexChanged.connect(self._placement_edited)
-        self.dtype_box.currentIndexChanged.connect(self._placement_edited)
+        self.precision_box.currentIndexChanged.connect(self._placement_edited)
         self.refresh()
 
     def refresh(self) -> None:
@@ -199,40 +206,31 @@ class ModelManagerDialog(QDialog):
         return answer == QMessageBox.StandardButton.Yes
 
     def _fill_placement(self) -> None:
-        """Offer "auto" and the devices and precisions this machine offers."""
+        """Offer "auto" and this machine's devices, and the Fast and Exact precisions."""
         self.device_box.blockSignals(True)
-        self.dtype_box.blockSignals(True)
+        self.precision_box.blockSignals(True)
         self.device_box.clear()
         self.device_box.addItems(["auto", *available_devices(self.facts)])
         device = (
             self.settings.device if self.device_box.findText(self.settings.device) >= 0 else "auto"
         )
         self.device_box.setCurrentText(device)
-        dtypes: list[str] = []
-        for candidate in available_devices(self.facts) if device == "auto" else (device,):
-            dtypes += [
-                dtype for dtype in available_dtypes(self.facts, candidate) if dtype not in dtypes
-            ]
-        self.dtype_box.clear()
-        self.dtype_box.addItems(["auto", *dtypes])
-        dtype = self.settings.dtype if self.dtype_box.findText(self.settings.dtype) >= 0 else "auto"
-        self.dtype_box.setCurrentText(dtype)
+        index = self.precision_box.findData(self.settings.precision)
+        self.precision_box.setCurrentIndex(max(0, index))
         self.device_box.blockSignals(False)
-        self.dtype_box.blockSignals(False)
+        self.precision_box.blockSignals(False)
+        dtype = "float32" if self.settings.precision == "exact" else "auto"
         try:
             self.placement_label.setText(choose_device(self.facts, device, dtype).reason)
         except ValueError as error:
             self.placement_label.setText(str(error))
 
     def _placement_edited(self) -> None:
-        device, dtype = self.device_box.currentText(), self.dtype_box.currentText()
-        try:
-            choose_device(self.facts, device, dtype)
-        except ValueError:
-            dtype = "auto"  # the precision does not exist on the newly chosen device
-        if (device, dtype) == (self.settings.device, self.settings.dtype):
+        device = self.device_box.currentText()
+        precision = str(self.precision_box.currentData())
+        if (device, precision) == (self.settings.device, self.settings.precision):
             return
-        self.settings.device, self.settings.dtype = device, dtype
+        self.settings.device, self.settings.precision = device, precision
         self._fill_placement()
         self.placement_changed.emit()
 
