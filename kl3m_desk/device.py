@@ -542,15 +542,16 @@ def load_and_place(
     progress: ProgressCallback | None = None,
     facts: HardwareFacts | None = None,
 ) -> LoadedModel:
-    """Load the model in `folder` on the device and in the precision the user asked for.
+    """Load the model in `folder` on the device and in the precision the user requested.
 
     "exact" is the reference computation: CPU float32, multiplied as transformers does. "fast" is
     the automatic choice of choose_device with the engine's fused layout. On the CPU the weights
-    are read straight into the chosen dtype, so bfloat16 never holds a float32 copy; its accuracy
-    is checked by the test suite against float32 rather than on every start. MPS loads float32
-    first and keeps the converted copy only if it passes check_parity. A device this machine does
-    not offer (settings from another computer) falls back to the automatic choice, and the
-    reason says so. Raises ModelLoadError like load_model and ValueError for an unknown precision.
+    are read straight into the chosen dtype, so a bfloat16 load never makes a float32 copy. Its
+    accuracy is checked by the test suite against float32 rather than on every start. MPS loads
+    float32 first and keeps the converted copy only if it passes check_parity. A device this
+    machine does not offer (settings from another computer) falls back to the automatic choice,
+    and the reason says so. Raises ModelLoadError like load_model, and ValueError for an unknown
+    precision.
     """
     if precision not in PRECISIONS:
         raise ValueError(f'Invalid precision "{precision}". Choose one of: fast, exact.')

@@ -1,12 +1,12 @@
 """Reading a Mixtral checkpoint one tensor at a time, straight into the dtype it will run in.
 
-transformers' `from_pretrained` maps every weight file for the whole load, and the operating
-system counts each page it reads as resident until the mapping closes: loading kl3m-002-520m's
-2.1 GB float32 file into bfloat16 peaked at about 3.2 GB here, against 1.2 GB when each tensor is
-read through its own short-lived mapping and converted at once. `read_mixtral` does the latter and
-builds the transformers model around the tensors, so the rest of the app sees the same
-`MixtralForCausalLM` either way. It knows the two ways Mixtral checkpoints name their expert
-weights. For anything else it returns None, and the caller falls back to `from_pretrained`.
+transformers' `from_pretrained` maps every weight file for the whole load. The operating system
+counts each page read through a mapping as resident until the mapping closes, so loading
+kl3m-002-520m's 2.1 GB float32 file into bfloat16 peaked at about 3.2 GB here. Reading each tensor
+through its own short-lived mapping and converting it at once peaked at 1.2 GB. `read_mixtral`
+does the latter and builds the transformers model around the tensors, so the rest of the app sees
+the same `MixtralForCausalLM` either way. It reads the two ways Mixtral checkpoints name their
+expert weights. For anything else it returns None, and the caller falls back to `from_pretrained`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # Checkpoints written by transformers 4 (and by 5, which converts back on saving) keep one
 # tensor per expert and projection: w1 is the gate, w3 the up and w2 the down projection.
-# transformers 5 holds each layer's experts as two stacked tensors, gate and up concatenated.
+# transformers 5 stores each layer's experts as two stacked tensors, gate and up concatenated.
 _EXPERT = re.compile(r"^(model\.layers\.\d+)\.block_sparse_moe\.experts\.(\d+)\.(w[123])\.weight$")
 _ROUTER = re.compile(r"^(model\.layers\.\d+)\.block_sparse_moe\.gate\.weight$")
 
@@ -34,8 +34,8 @@ def read_mixtral(
 ) -> Any | None:
     """Return a MixtralForCausalLM with the weights of `weight_files` in `dtype`, or None.
 
-    None means the checkpoint's tensor names or shapes are not the Mixtral layouts this module
-    knows; nothing was kept in memory then. Exceptions from reading the files propagate.
+    None means the checkpoint's tensor names or shapes match neither Mixtral layout, and nothing
+    was kept in memory then. Exceptions from reading the files propagate.
     """
     from transformers import AutoModelForCausalLM, GenerationConfig
 

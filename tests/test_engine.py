@@ -22,7 +22,7 @@ from kl3m_desk.model import LoadedModel, load_model
 from kl3m_desk.params import SamplingParams
 from tests.conftest import hook_engine, legal_fixture_paths, requires_fixtures
 
-GUARD_PROMPT_TOKENS = 600  # past the 256-token window, as the model sees a long document
+GUARD_PROMPT_TOKENS = 600  # past the 256-token window, as in a long document
 CLAUSE = (
     "{n}. Indemnification. The Supplier shall indemnify, defend and hold harmless the Customer "
     "from and against any and all losses arising out of any breach of this Agreement by the "
@@ -89,7 +89,7 @@ def agreement(logits: list[torch.Tensor], reference: list[torch.Tensor]) -> tupl
 
 
 @requires_fixtures
-def test_fast_is_at_least_as_close_to_float32_as_bfloat16(
+def test_fast_passes_quality_guard(
     tiny_model: LoadedModel, fast_model: LoadedModel, tiny_model_dir: Path
 ) -> None:
     from transformers import AutoModelForCausalLM
@@ -114,7 +114,7 @@ def test_fast_is_at_least_as_close_to_float32_as_bfloat16(
 # Exact against transformers
 
 
-def test_exact_mode_reproduces_transformers_greedy_output(tiny_model_dir: Path) -> None:
+def test_exact_matches_transformers_greedy(tiny_model_dir: Path) -> None:
     exact = load_and_place(tiny_model_dir, "cpu", "exact")
     assert exact.precision == "Exact"
     assert exact.dtype == torch.float32
@@ -138,7 +138,7 @@ def test_exact_mode_reproduces_transformers_greedy_output(tiny_model_dir: Path) 
     assert result.token_ids == expected
 
 
-def test_positions_past_the_model_limit_compute_what_transformers_computes(
+def test_positions_past_limit_match_transformers(
     tiny_model: LoadedModel,
 ) -> None:
     # The engine lets a window grow to twice the model's 1,024 positions. With a 256-token
@@ -156,7 +156,7 @@ def test_positions_past_the_model_limit_compute_what_transformers_computes(
 
 
 @pytest.mark.parametrize("computed_tokens", ["fast_model"], indirect=True)
-def test_edit_inside_cached_prefix_recomputes_from_the_edit_only(
+def test_edit_recomputes_from_edit_only(
     fast_model: LoadedModel, computed_tokens: list[int]
 ) -> None:
     engine = fast_model.engine
@@ -182,7 +182,7 @@ def test_edit_inside_cached_prefix_recomputes_from_the_edit_only(
 
 
 @pytest.mark.parametrize("computed_tokens", ["fast_model"], indirect=True)
-def test_unchanged_prompt_recomputes_only_its_last_token(
+def test_unchanged_prompt_recomputes_last_token(
     fast_model: LoadedModel, computed_tokens: list[int]
 ) -> None:
     engine = fast_model.engine
@@ -199,7 +199,7 @@ def test_unchanged_prompt_recomputes_only_its_last_token(
 
 
 @pytest.mark.parametrize("model_name", ["tiny_model", "fast_model"])
-def test_greedy_output_with_cache_reuse_equals_output_from_scratch(
+def test_cache_reuse_matches_scratch_greedy(
     model_name: str, request: pytest.FixtureRequest
 ) -> None:
     loaded: LoadedModel = request.getfixturevalue(model_name)
@@ -244,7 +244,7 @@ def test_greedy_output_with_cache_reuse_equals_output_from_scratch(
 
 
 @pytest.mark.parametrize("computed_tokens", ["fast_model"], indirect=True)
-def test_cancelled_prefill_keeps_the_chunks_it_finished(
+def test_cancelled_prefill_keeps_finished_chunks(
     fast_model: LoadedModel, computed_tokens: list[int]
 ) -> None:
     engine = fast_model.engine
@@ -266,7 +266,7 @@ def test_cancelled_prefill_keeps_the_chunks_it_finished(
 # The prompt window
 
 
-def test_anchored_window_stays_put_while_the_user_writes(tiny_model: LoadedModel) -> None:
+def test_anchored_window_stays_while_writing(tiny_model: LoadedModel) -> None:
     document = contract(60)  # far more than 1,024 tokens
     first = build_prompt(tiny_model, document, 64)
     assert first.start > 0
@@ -285,7 +285,7 @@ def test_anchored_window_stays_put_while_the_user_writes(tiny_model: LoadedModel
     assert moved.used <= moved.available
 
 
-def test_window_moves_when_the_cursor_goes_back_far(tiny_model: LoadedModel) -> None:
+def test_window_moves_when_cursor_returns(tiny_model: LoadedModel) -> None:
     document = contract(60)
     window = build_prompt(tiny_model, document, 64)
     # The cursor moved up: little text is left after the old window start.
@@ -299,7 +299,7 @@ def test_window_moves_when_the_cursor_goes_back_far(tiny_model: LoadedModel) -> 
     assert prompt.start < window.start
 
 
-def test_engine_caches_belong_to_their_model(tiny_model: LoadedModel) -> None:
+def test_prefill_rejects_bad_lengths(tiny_model: LoadedModel) -> None:
     cache = tiny_model.engine.new_cache()
     assert cache.capacity == tiny_model.engine.capacity
     assert cache.keys.dtype == torch.float32

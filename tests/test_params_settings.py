@@ -89,7 +89,7 @@ def test_wrong_types_fall_back_per_value() -> None:
     assert len(settings.load_warnings) == 2
 
 
-def test_precision_saved_and_older_dtype_setting_understood(tmp_path: Path) -> None:
+def test_precision_setting_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "settings.json"
     settings = Settings(path=path)
     assert settings.precision == "fast"

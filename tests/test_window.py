@@ -488,9 +488,7 @@ def test_close_while_streaming_exits_cleanly(tiny_model_dir: Path, tmp_path: Pat
     assert "QThread: Destroyed" not in completed.stderr
 
 
-def test_pause_in_typing_computes_the_prompt_before_generate(
-    qtbot: QtBot, window: MainWindow
-) -> None:
+def test_typing_pause_prefills_prompt(qtbot: QtBot, window: MainWindow) -> None:
     set_document(window, TWO_PARAGRAPHS * 20)
     with qtbot.waitSignal(window.controller.prefilled, timeout=30_000) as blocker:
         qtbot.keyClicks(window.editor, "the Customer")
@@ -512,7 +510,7 @@ def test_pause_in_typing_computes_the_prompt_before_generate(
     assert second.reused_tokens == min(same, second.prompt.used - 1)
 
 
-def test_typing_cancels_a_pending_prefill(qtbot: QtBot, window: MainWindow) -> None:
+def test_typing_cancels_pending_prefill(qtbot: QtBot, window: MainWindow) -> None:
     prefills: list[int] = []
     window.controller.prefilled.connect(prefills.append)
     set_document(window, TWO_PARAGRAPHS)
