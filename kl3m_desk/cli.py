@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from kl3m_desk import APP_NAME, __version__
 from kl3m_desk.logging_setup import configure_logging, log_startup
-from kl3m_desk.params import PARAMETERS, ParameterSpec, SamplingParams
+from kl3m_desk.params import PARAMETERS, STOP_AT, ParameterSpec, SamplingParams
 
 if TYPE_CHECKING:
     from kl3m_desk.model import LoadedModel
@@ -92,6 +92,14 @@ def build_generate_parser() -> argparse.ArgumentParser:
             help=_option_help(spec),
         )
     parser.add_argument(
+        STOP_AT.option,
+        dest=STOP_AT.name,
+        choices=STOP_AT.values,
+        default=STOP_AT.default,
+        help=f"{STOP_AT.help} The space or line break after the cut is not printed; default "
+        f"{STOP_AT.default}.",
+    )
+    parser.add_argument(
         "--num-return-sequences",
         type=int,
         default=1,
@@ -143,6 +151,7 @@ def notice(message: str) -> None:
 def parse_sampling(parser: argparse.ArgumentParser, options: argparse.Namespace) -> SamplingParams:
     """Validate the sampling options, telling the user about every value pulled into range."""
     raw = {spec.name: getattr(options, spec.name) for spec in PARAMETERS}
+    raw[STOP_AT.name] = getattr(options, STOP_AT.name)
     try:
         params = SamplingParams.from_mapping(raw)
     except ValueError as error:

@@ -20,6 +20,7 @@ import torch
 from kl3m_desk.engine import KVCache, PrefillCancelled
 from kl3m_desk.model import LoadedModel
 from kl3m_desk.params import SamplingParams
+from kl3m_desk.stopping import StopFilter
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,11 @@ log = logging.getLogger(__name__)
 # long document is tokenized. A text with longer tokens keeps fewer tokens, never more positions.
 MAX_CHARS_PER_TOKEN = 16
 
-StopReason = Literal["eos", "length", "stopped"]
+# "sentence", "paragraph" and "clause": the stop option (SamplingParams.stop_at) ended the text.
+StopReason = Literal["eos", "length", "stopped", "sentence", "paragraph", "clause"]
+
+# Prompt tokens decoded for the stop rules, which read the end of the text before the cursor.
+STOP_CONTEXT_TOKENS = 256
 
 
 @dataclass(frozen=True)
@@ -157,7 +162,7 @@ class GenerationResult:
     """Outcome of one completion."""
 
     text: str
-    token_ids: list[int]
+    token_ids: list[int]  # every token generated, also those after a stop option's cut
     stop_reason: StopReason
     seed: int
     prompt: Prompt
@@ -200,6 +205,18 @@ def _logits_processors(loaded: LoadedModel, params: SamplingParams) -> Any:
     return processors
 
 
+def _stop_context(loaded: LoadedModel, prompt: Prompt, params: SamplingParams) -> str:
+    """Return the end of the prompt's text for the stop rules, or "" without a stop option."""
+    if params.stop_at == "none":
+        return ""
+    text: str = loaded.tokenizer.decode(
+        list(prompt.ids[-STOP_CONTEXT_TOKENS:]),
+        skip_special_tokens=True,
+        clean_up_tokenization_spaces=False,
+    )
+    return text
+
+
 def stream_completion(
     loaded: LoadedModel,
     prompt: Prompt,
@@ -212,11 +229,12 @@ def stream_completion(
 
     Runs entirely on the calling thread. `cache` (from `loaded.engine.new_cache()`) carries the
     keys and values of the previous prompt and completion into this one: the prompt's tokens that
-    match it are not computed again, and afterwards it holds this prompt and completion. Without
+    match it are not computed again, and afterwards it contains this prompt and completion. Without
     it the prompt is computed from scratch. Setting `cancel` stops the loop before the next token
     is chosen, so at most the token being computed is lost and nothing is passed to `on_text`
-    after it. The pieces passed to `on_text` join to `tokenizer.decode(result.token_ids)` with
-    special tokens skipped. Exceptions from the model propagate to the caller.
+    after it. The pieces passed to `on_text` join to `result.text`, which is
+    `tokenizer.decode(result.token_ids)` with special tokens skipped, or its start up to where
+    `params.stop_at` ended the completion. Exceptions from the model propagate to the caller.
     """
     cancel = cancel or threading.Event()
     max_new_tokens = clamp_max_new_tokens(loaded, params.max_new_tokens)
@@ -229,6 +247,7 @@ def stream_completion(
     generator = torch.Generator(device="cpu").manual_seed(seed)
     processors = _logits_processors(loaded, params)
     decoder = StreamDecoder(loaded.tokenizer)
+    stop_filter = StopFilter(params.stop_at, _stop_context(loaded, prompt, params))
     pieces: list[str] = []
     stop_reason: StopReason = "length"
 
@@ -270,16 +289,22 @@ def stream_completion(
             last_token_time = time.perf_counter()
             if first_token_time is None:
                 first_token_time = last_token_time
-            emit(decoder.push(token_id))
+            emit(stop_filter.push(decoder.push(token_id)))
             sequence.append(token_id)
+            if stop_filter.stop_reason is not None:
+                stop_reason = stop_filter.stop_reason
+                break
             if step + 1 < max_new_tokens and not cancel.is_set():
                 logits = engine.step(cache, token_id)
 
     if stop_reason == "stopped":
-        # Held-back bytes are dropped with their tokens, so nothing reaches on_text after a stop.
+        # Held-back bytes are dropped with their tokens, and the text the stop filter holds back
+        # is dropped too, so nothing reaches on_text after a stop.
         decoder.discard_pending()
-    else:
-        emit(decoder.flush())
+    elif stop_filter.stop_reason is None:
+        emit(stop_filter.finish(decoder.flush()))
+        if stop_filter.stop_reason is not None:
+            stop_reason = stop_filter.stop_reason
     first = first_token_time if first_token_time is not None else time.perf_counter()
     result = GenerationResult(
         text="".join(pieces),

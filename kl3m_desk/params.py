@@ -1,7 +1,8 @@
 """Sampling parameters: each is declared once here, with its range, default, unit and help text.
 
 The sliders of the window, the options of `kl3m-desk generate` and the validation of stored
-settings are all derived from `PARAMETERS`, so a range changes in one place only.
+settings are all derived from `PARAMETERS`, so a range changes in one place only. The stop option
+is a named choice rather than a number, so it has a declaration of its own, `STOP_AT`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 from typing import Any, Literal
+
+from kl3m_desk.stopping import StopAt
 
 
 @dataclass(frozen=True)
@@ -164,8 +167,52 @@ PARAMETERS_BY_NAME = {spec.name: spec for spec in PARAMETERS}
 
 
 @dataclass(frozen=True)
+class ChoiceSpec:
+    """Declaration of a parameter that takes one of a few named values."""
+
+    name: str  # attribute of SamplingParams and key in the settings file
+    label: str  # label in the window
+    choices: tuple[tuple[str, str], ...]  # (value, label of the value in the window)
+    default: str
+    help: str  # what the parameter sets, for tooltips and `--help`
+
+    @property
+    def option(self) -> str:
+        """Return the command-line option, for example `--stop-at`."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        """Return the allowed values in the order the window lists them."""
+        return tuple(value for value, _ in self.choices)
+
+    def parse(self, raw: object) -> str:
+        """Return `raw` when it is one of the values, raising ValueError that names them."""
+        if isinstance(raw, str) and raw in self.values:
+            return raw
+        raise ValueError(f"{self.label} must be one of {', '.join(self.values)}, not {raw!r}.")
+
+
+STOP_AT = ChoiceSpec(
+    name="stop_at",
+    label="Stop at",
+    choices=(
+        ("none", "Max new tokens only"),
+        ("sentence", "End of sentence"),
+        ("paragraph", "End of paragraph"),
+        ("clause", "Before the next clause number"),
+    ),
+    default="none",
+    help="Where a completion ends before max new tokens: none (only max new tokens or the "
+    "model's end of text), sentence (after the first finished sentence), paragraph (at the end "
+    "of the first paragraph) or clause (just before the next clause number, such as (b), 2.1 or "
+    "Section 3).",
+)
+
+
+@dataclass(frozen=True)
 class SamplingParams:
-    """Values of every parameter in `PARAMETERS`, already validated.
+    """Values of every parameter in `PARAMETERS` and of `STOP_AT`, already validated.
 
     The fields carry no defaults of their own: `SamplingParams.defaults()` reads them from the
     declarations, so each default is written once.
@@ -177,6 +224,7 @@ class SamplingParams:
     max_new_tokens: int
     repetition_penalty: float
     seed: int | None
+    stop_at: StopAt
 
     @classmethod
     def defaults(cls) -> SamplingParams:
@@ -200,6 +248,7 @@ class SamplingParams:
                 parsed[spec.name] = int(number)
             else:
                 parsed[spec.name] = number
+        parsed[STOP_AT.name] = STOP_AT.parse(values.get(STOP_AT.name, STOP_AT.default))
         return cls(**parsed)
 
     def replace(self, **changes: Any) -> SamplingParams:

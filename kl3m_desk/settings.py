@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kl3m_desk import paths
-from kl3m_desk.params import PARAMETERS, SamplingParams
+from kl3m_desk.params import PARAMETERS, STOP_AT, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,11 @@ class Settings:
                     "Setting %s=%r was pulled into range as %r", spec.name, raw[spec.name], number
                 )
             values[spec.name] = number
+        if STOP_AT.name in raw:
+            try:
+                values[STOP_AT.name] = STOP_AT.parse(raw[STOP_AT.name])
+            except ValueError as error:
+                self._warn(f"{error} The setting in {self.path} was replaced by its default.")
         self.sampling = SamplingParams.from_mapping(values)
 
     def _read_model_dir(self, raw: object) -> None:

@@ -28,6 +28,7 @@ from kl3m_desk.model import LoadedModel
 from kl3m_desk.model_catalog import list_models, models_dir
 from kl3m_desk.params import SamplingParams
 from kl3m_desk.settings import Settings
+from kl3m_desk.stopping import StopAt
 from kl3m_desk.templates import ClauseTemplate, TemplateLibrary
 from kl3m_desk.ui.download import DownloadTask
 from kl3m_desk.ui.editor import DraftEditor, StreamInsertion, document_text, text_before
@@ -36,6 +37,7 @@ from kl3m_desk.ui.inference import InferenceController
 from kl3m_desk.ui.message_bar import MessageBar, Topic
 from kl3m_desk.ui.model_manager import ModelManagerDialog
 from kl3m_desk.ui.parameters_panel import ParametersPanel
+from kl3m_desk.ui.review_commands import ReviewCommands
 from kl3m_desk.ui.templates_panel import TemplateFieldsDialog, TemplatesPanel
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,7 @@ class MainWindow(QMainWindow):
 
         self.templates_panel = TemplatesPanel(library)
         self.parameters_panel = ParametersPanel(settings.sampling)
+        self.review = ReviewCommands(self, self.editor, self.message_bar, self.statusBar())
         self._create_actions()
         self._create_docks()
         self._create_status_bar()
@@ -154,6 +157,18 @@ class MainWindow(QMainWindow):
             "Continue the document at the cursor (Ctrl+Enter)",
         )
         self.stop_action = action("&Stop", self.stop, "Esc", "Stop generating (Esc)")
+        self.finish_sentence_action = action(
+            "Finish This Se&ntence",
+            self.finish_sentence,
+            "Ctrl+Shift+Return",
+            "Continue at the cursor and stop at the end of the sentence (Ctrl+Shift+Enter)",
+        )
+        self.finish_clause_action = action(
+            "Finish This &Clause",
+            self.finish_clause,
+            "Ctrl+Alt+Return",
+            "Continue at the cursor and stop before the next clause number (Ctrl+Alt+Enter)",
+        )
         self.generate_action.setIcon(QIcon.fromTheme("media-playback-start"))
         self.stop_action.setIcon(QIcon.fromTheme("media-playback-stop"))
         self.undo_action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
@@ -161,6 +176,7 @@ class MainWindow(QMainWindow):
         file_menu = self.menuBar().addMenu("&File")
         for item in (self.new_action, self.open_action, self.save_action, self.save_as_action):
             file_menu.addAction(item)
+        file_menu.addAction(self.review.export_action)
         file_menu.addSeparator()
         file_menu.addAction(self.choose_model_action)
         file_menu.addAction(self.models_action)
@@ -171,7 +187,12 @@ class MainWindow(QMainWindow):
         edit_menu.addAction(self.redo_action)
         draft_menu = self.menuBar().addMenu("&Draft")
         draft_menu.addAction(self.generate_action)
+        draft_menu.addAction(self.finish_sentence_action)
+        draft_menu.addAction(self.finish_clause_action)
         draft_menu.addAction(self.stop_action)
+        draft_menu.addSeparator()
+        for item in self.review.review_actions:
+            draft_menu.addAction(item)
 
         toolbar = self.addToolBar("Drafting")
         toolbar.setObjectName("draftingToolbar")
@@ -217,6 +238,7 @@ class MainWindow(QMainWindow):
         self.cancel_load_button.setToolTip("Stop loading or importing the model")
         self.cancel_load_button.setVisible(False)
         self.cancel_load_button.clicked.connect(self.cancel_load)
+        status.addPermanentWidget(self.review.counter_label)
         status.addPermanentWidget(self.context_label)
         status.addPermanentWidget(self.speed_label)
         status.addPermanentWidget(self.load_progress)
@@ -243,6 +265,7 @@ class MainWindow(QMainWindow):
 
         self.controller.load_progress.connect(self._load_progress)
         self.controller.model_ready.connect(self._model_ready)
+        self.controller.model_ready.connect(self.review.model_ready)
         self.controller.load_failed.connect(self._load_failed)
         self.controller.generation_started.connect(self._generation_started)
         self.controller.text_ready.connect(self._text_ready)
@@ -261,6 +284,8 @@ class MainWindow(QMainWindow):
         generating = self.controller.is_generating
         self.generate_action.setEnabled(ready)
         self.generate_button.setEnabled(ready)
+        self.finish_sentence_action.setEnabled(ready)
+        self.finish_clause_action.setEnabled(ready)
         self.stop_action.setEnabled(generating)
         self.stop_button.setEnabled(generating)
         self.templates_panel.insert_button.setEnabled(
@@ -421,18 +446,33 @@ class MainWindow(QMainWindow):
 
     # --- generation -----------------------------------------------------------------------
 
-    def generate(self) -> None:
-        """Continue the document at the cursor; a running generation is stopped first."""
+    def generate(self, *, stop_at: StopAt | None = None) -> None:
+        """Continue the document at the cursor; a running generation is stopped first.
+
+        `stop_at` replaces the Sampling panel's stop option for this run only.
+        """
         if self.controller.model is None or self.controller.is_loading:
             return
+        params = self.parameters_panel.params()
+        if stop_at is not None:
+            params = params.replace(stop_at=stop_at)
         self._end_insertion()
         position = self.editor.textCursor().position()
         text = text_before(self.editor.document(), position)
         self._insertion = StreamInsertion(self.editor.document(), position)
         self.message_bar.clear(Topic.GENERATION)
-        self.controller.generate(text, self.parameters_panel.params())
+        self.review.begin(text, params, self.controller.model)
+        self.controller.generate(text, params)
         self.speed_label.setText("Generating…")
         self._update_controls()
+
+    def finish_sentence(self) -> None:
+        """Continue at the cursor to the end of the sentence, whatever the panel's stop option."""
+        self.generate(stop_at="sentence")
+
+    def finish_clause(self) -> None:
+        """Continue at the cursor to the next clause number, whatever the panel's stop option."""
+        self.generate(stop_at="clause")
 
     @Slot()
     def _text_or_cursor_moved(self) -> None:
@@ -469,11 +509,15 @@ class MainWindow(QMainWindow):
 
     def _finish_insertion(self) -> None:
         if self._insertion is not None:
-            self._insertion.finish()
+            before = self._insertion.position
+            self._insertion.finish()  # may insert a held-back line break
+            self.review.text_inserted("", before, self._insertion.position)
+            self.review.end_stream()
         self._insertion = None
 
     @Slot(object)
     def _generation_started(self, prompt: Prompt) -> None:
+        self.review.prompt_ready(prompt)
         text = f"Context: {prompt.used:,} prompt tokens"
         if prompt.dropped_characters:
             text += f", earliest {prompt.dropped_characters:,} characters dropped"
@@ -487,12 +531,21 @@ class MainWindow(QMainWindow):
     @Slot(str)
     def _text_ready(self, piece: str) -> None:
         if self._insertion is not None:
+            before = self._insertion.position
             self._insertion.insert(piece)
+            self.review.text_inserted(piece, before, self._insertion.position)
 
     @Slot(object)
     def _generation_finished(self, result: GenerationResult) -> None:
         count = len(result.token_ids)
-        reason = {"eos": "end of text", "length": "max new tokens", "stopped": "stopped"}
+        reason = {
+            "eos": "end of text",
+            "length": "max new tokens",
+            "stopped": "stopped",
+            "sentence": "end of sentence",
+            "paragraph": "end of paragraph",
+            "clause": "before the next clause number",
+        }
         self.speed_label.setText(
             f"{count} tokens, {result.tokens_per_second:.1f} tokens/s "
             f"({reason[result.stop_reason]})"
@@ -502,11 +555,13 @@ class MainWindow(QMainWindow):
             f"of {result.prompt.used:,} prompt tokens computed ahead; seed {result.seed}"
         )
         self.editor.setAccessibleDescription(f"Completion ready, {len(result.text.split())} words")
+        self.review.result_ready(result)
         self._finish_insertion()
         self._update_controls()
 
     @Slot(str)
     def _generation_failed(self, message: str) -> None:
+        self.review.generation_failed()
         self._finish_insertion()
         self.speed_label.setText("Generation failed")
         self.message_bar.show_message(Topic.GENERATION, message)
@@ -541,6 +596,7 @@ class MainWindow(QMainWindow):
             return
         self._end_insertion()
         self.editor.setPlainText("")
+        self.review.clear()
         self.file_path = None
         self.newline = "\n"
         self.field_values = {}
@@ -569,6 +625,7 @@ class MainWindow(QMainWindow):
             return False
         self._end_insertion()
         self.editor.setPlainText(document.text)
+        self.review.load_for(path)
         self.newline = document.newline
         self.file_path = path
         self.field_values = {}
@@ -587,10 +644,14 @@ class MainWindow(QMainWindow):
         """Save to the current file, or ask for one; returns True when the text was written."""
         if self.file_path is None:
             return self.save_as()
+        if not self.review.confirm_unreviewed("Save"):
+            return False
         return self.save_to(self.file_path)
 
     def save_as(self) -> bool:
         """Ask for a file name and save there."""
+        if not self.review.confirm_unreviewed("Save"):
+            return False
         start = str(self.file_path or Path.home() / "Untitled.txt")
         name, _ = QFileDialog.getSaveFileName(self, "Save document", start, DOCUMENT_FILTER)
         if not name:
@@ -606,6 +667,7 @@ class MainWindow(QMainWindow):
             log.warning("Could not save %s: %s", path, error)
             self.message_bar.show_message(Topic.DOCUMENT, str(error), self.save_as_action)
             return False
+        self.review.save_for(path)  # shows why when the records could not be written
         self.file_path = path
         self.editor.document().setModified(False)
         self._update_title()
@@ -664,4 +726,5 @@ class MainWindow(QMainWindow):
         if self._download is not None:
             self._download.wait()
         self.controller.shutdown()
+        self.review.shutdown()
         event.accept()

@@ -1,10 +1,11 @@
-"""Sliders for the sampling parameters, each built from its declaration in kl3m_desk.params."""
+"""Sliders for the sampling parameters and the stop option, built from kl3m_desk.params."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QIntValidator
 from PySide6.QtWidgets import (
+    QComboBox,
     QDoubleSpinBox,
     QGridLayout,
     QLabel,
@@ -14,7 +15,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from kl3m_desk.params import PARAMETERS, ParameterSpec, SamplingParams
+from kl3m_desk.params import PARAMETERS, STOP_AT, ChoiceSpec, ParameterSpec, SamplingParams
 
 
 class ParameterRow:
@@ -95,6 +96,7 @@ class ParametersPanel(QWidget):
                 self._seed_box = self._add_optional_row(spec, layout, index)
             else:
                 self._rows[spec.name] = ParameterRow(spec, layout, index, self._emit_change)
+        self.stop_at_box = self._add_choice_row(STOP_AT, layout, len(PARAMETERS))
         self.set_params(params)
 
     def _add_optional_row(self, spec: ParameterSpec, layout: QGridLayout, row: int) -> QLineEdit:
@@ -110,11 +112,25 @@ class ParametersPanel(QWidget):
         layout.addWidget(box, row, 1, 1, 2)
         return box
 
+    def _add_choice_row(self, spec: ChoiceSpec, layout: QGridLayout, row: int) -> QComboBox:
+        label = QLabel(spec.label)
+        box = QComboBox()
+        for value, text in spec.choices:
+            box.addItem(text, value)
+        box.setAccessibleName(spec.label)
+        box.setToolTip(spec.help)
+        label.setBuddy(box)
+        box.currentIndexChanged.connect(lambda _index: self._emit_change())
+        layout.addWidget(label, row, 0)
+        layout.addWidget(box, row, 1, 1, 2)
+        return box
+
     def params(self) -> SamplingParams:
         """Return the values shown, validated through the parameter declarations."""
         values: dict[str, object] = {name: row.value() for name, row in self._rows.items()}
         if self._seed_box is not None:
             values["seed"] = self._seed_box.text()
+        values[STOP_AT.name] = self.stop_at_box.currentData()
         return SamplingParams.from_mapping(values)
 
     def set_params(self, params: SamplingParams) -> None:
@@ -125,6 +141,7 @@ class ParametersPanel(QWidget):
                 row.set_value(getattr(params, name))
             if self._seed_box is not None:
                 self._seed_box.setText("" if params.seed is None else str(params.seed))
+            self.stop_at_box.setCurrentIndex(self.stop_at_box.findData(params.stop_at))
         finally:
             self._updating = False
 
