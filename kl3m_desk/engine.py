@@ -42,7 +42,7 @@ WeightFormat = Literal["exact", "fast"]
 
 # Prompt tokens computed per forward pass when a prompt is longer. Between chunks a cancelled
 # prefill stops, keeping the chunks already computed in the cache.
-PREFILL_CHUNK = 128
+PREFILL_CHUNK = 256
 
 
 class PrefillCancelled(Exception):
@@ -365,6 +365,17 @@ class Engine:
             scores = torch.matmul(grouped, keys.transpose(1, 2)).float() * self._scale
             weights = torch.softmax(scores, dim=-1).to(self.dtype)
             attended = torch.matmul(weights, values).reshape(1, shape.heads * shape.head_dim)
+        elif self.weights == "fast" and shape.heads != shape.kv_heads:
+            # Copying each key/value head for its query heads lets PyTorch use its fused CPU
+            # kernel, which grouped heads would send to the slow general path.
+            groups = shape.heads // shape.kv_heads
+            attended = F.scaled_dot_product_attention(
+                q[None],
+                keys.repeat_interleave(groups, dim=0)[None],
+                values.repeat_interleave(groups, dim=0)[None],
+                attn_mask=mask,
+            )[0]
+            attended = attended.transpose(0, 1).reshape(count, shape.heads * shape.head_dim)
         else:
             attended = F.scaled_dot_product_attention(
                 q, keys, values, attn_mask=mask, enable_gqa=shape.heads != shape.kv_heads

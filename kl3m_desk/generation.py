@@ -7,6 +7,7 @@ on the main thread.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import threading
@@ -224,6 +225,7 @@ def stream_completion(
     on_text: Callable[[str], None],
     cancel: threading.Event | None = None,
     cache: KVCache | None = None,
+    prompt_logits: torch.Tensor | None = None,
 ) -> GenerationResult:
     """Generate a completion of `prompt`, calling `on_text` with each newly completed piece.
 
@@ -234,7 +236,10 @@ def stream_completion(
     is chosen, so at most the token being computed is lost and nothing is passed to `on_text`
     after it. The pieces passed to `on_text` join to `result.text`, which is
     `tokenizer.decode(result.token_ids)` with special tokens skipped, or its start up to where
-    `params.stop_at` ended the completion. Exceptions from the model propagate to the caller.
+    `params.stop_at` ended the completion. `prompt_logits` are the logits after the prompt's
+    last token, from `Engine.prefill`; when `cache` then contains exactly the prompt, the prompt
+    is not computed at all (see `stream_alternatives`). Exceptions from the model propagate to
+    the caller.
     """
     cancel = cancel or threading.Event()
     max_new_tokens = clamp_max_new_tokens(loaded, params.max_new_tokens)
@@ -265,7 +270,11 @@ def stream_completion(
     last_token_time = started
 
     try:
-        logits: torch.Tensor | None = engine.prefill(cache, prompt.ids, cancel)
+        logits: torch.Tensor | None
+        if prompt_logits is not None and cache.tokens == list(prompt.ids):
+            logits, reused = prompt_logits, len(prompt.ids)
+        else:
+            logits = engine.prefill(cache, prompt.ids, cancel)
     except PrefillCancelled:
         logits = None
         stop_reason = "stopped"
@@ -328,3 +337,48 @@ def stream_completion(
         result.tokens_per_second,
     )
     return result
+
+
+def stream_alternatives(
+    loaded: LoadedModel,
+    prompt: Prompt,
+    params: SamplingParams,
+    count: int,
+    on_text: Callable[[int, str], None],
+    cancel: threading.Event | None = None,
+    cache: KVCache | None = None,
+) -> list[GenerationResult]:
+    """Generate `count` completions of `prompt` one after another, computing the prompt once.
+
+    Completion i uses seed `params.seed + i` (a random seed when `params.seed` is None), so a
+    fixed seed reproduces every alternative. `on_text(i, piece)` receives completion i's pieces.
+    After each completion the cache is cut back to the prompt, whose keys and values and last
+    logits serve the next one. A cancel stops the current completion (its result says
+    "stopped") and starts no further one. Exceptions from the model propagate to the caller.
+    """
+    if count < 1:
+        raise ValueError(f"count must be at least 1, not {count}.")
+    cancel = cancel or threading.Event()
+    engine = loaded.engine
+    cache = cache if cache is not None else engine.new_cache()
+    base_seed = params.seed if params.seed is not None else secrets.randbelow(2**32)
+    try:
+        logits = engine.prefill(cache, prompt.ids, cancel)
+    except PrefillCancelled:
+        return []
+    results: list[GenerationResult] = []
+    for index in range(count):
+        if cancel.is_set():
+            break
+        cache.truncate(len(prompt.ids))
+        result = stream_completion(
+            loaded,
+            prompt,
+            params.replace(seed=(base_seed + index) % 2**32),
+            functools.partial(on_text, index),
+            cancel,
+            cache,
+            prompt_logits=logits,
+        )
+        results.append(result)
+    return results

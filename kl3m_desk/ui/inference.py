@@ -17,7 +17,13 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from kl3m_desk.device import load_and_place
 from kl3m_desk.engine import KVCache, PrefillCancelled
-from kl3m_desk.generation import GenerationResult, Prompt, build_prompt, stream_completion
+from kl3m_desk.generation import (
+    GenerationResult,
+    Prompt,
+    build_prompt,
+    stream_alternatives,
+    stream_completion,
+)
 from kl3m_desk.model import LoadedModel, ModelLoadError
 from kl3m_desk.model_import import CheckpointImportError, loadable_folder
 from kl3m_desk.params import SamplingParams
@@ -48,6 +54,12 @@ class InferenceWorker(QObject):
     generation_failed = Signal(int, str)
     # prompt tokens whose keys and values are now cached, after a prefill ran to its end
     prefilled = Signal(int)
+    # job id, index of the alternative, completed piece of its text
+    alternative_text = Signal(int, int, str)
+    # job id, index of the alternative, its GenerationResult
+    alternative_finished = Signal(int, int, object)
+    # job id, list of GenerationResult: every alternative of the request has finished
+    alternatives_finished = Signal(int, object)
 
     def __init__(self, shutting_down: threading.Event) -> None:
         super().__init__()
@@ -133,6 +145,41 @@ class InferenceWorker(QObject):
             return
         self.generation_finished.emit(job_id, result)
 
+    @Slot(int, str, object, int, object)
+    def generate_alternatives(
+        self, job_id: int, text: str, params: SamplingParams, count: int, cancel: threading.Event
+    ) -> None:
+        """Generate `count` alternative completions of `text`, computing its prompt once."""
+        if self._shutting_down.is_set() or cancel.is_set():
+            return
+        loaded = self._loaded
+        if loaded is None:
+            self.generation_failed.emit(job_id, "No model is loaded. Choose a model folder first.")
+            return
+        results: list[GenerationResult] = []
+
+        def piece_ready(index: int, piece: str) -> None:
+            self.alternative_text.emit(job_id, index, piece)
+
+        try:
+            prompt = build_prompt(loaded, text, params.max_new_tokens, self._anchor)
+            self._anchor = prompt.start
+            self.generation_started.emit(job_id, prompt)
+            results = stream_alternatives(
+                loaded, prompt, params, count, piece_ready, cancel, self._cache
+            )
+        except Exception as error:  # reported to the window; the next run starts afresh
+            log.exception("Alternatives job %d failed", job_id)
+            if self._cache is not None:
+                self._cache.clear()
+            self.generation_failed.emit(
+                job_id, f"Generation failed: {type(error).__name__}: {error}"
+            )
+            return
+        for index, result in enumerate(results):
+            self.alternative_finished.emit(job_id, index, result)
+        self.alternatives_finished.emit(job_id, results)
+
     @Slot(str, int, object)
     def prefill(self, text: str, max_new_tokens: int, cancel: threading.Event) -> None:
         """Compute the keys and values of `text`'s prompt window ahead of a generation.
@@ -180,11 +227,18 @@ class InferenceController(QObject):
     generation_failed = Signal(str)
     # prompt tokens computed ahead of the next generation
     prefilled = Signal(int)
+    # index of the alternative, completed piece of its text; never emitted after stop()
+    alternative_text = Signal(int, str)
+    # index of the alternative, its GenerationResult
+    alternative_finished = Signal(int, object)
+    # list of GenerationResult of the current alternatives request, also after a stop
+    alternatives_finished = Signal(object)
 
     # Requests to the worker; queued across threads, so they run in order on the inference thread.
     _request_load = Signal(int, object, object, object)
     _request_generate = Signal(int, str, object, object)
     _request_prefill = Signal(str, int, object)
+    _request_alternatives = Signal(int, str, object, int, object)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -198,6 +252,7 @@ class InferenceController(QObject):
         self._request_load.connect(self._worker.load)
         self._request_generate.connect(self._worker.generate)
         self._request_prefill.connect(self._worker.prefill)
+        self._request_alternatives.connect(self._worker.generate_alternatives)
         self._worker.load_progress.connect(self._on_load_progress)
         self._worker.model_loaded.connect(self._on_model_loaded)
         self._worker.load_failed.connect(self._on_load_failed)
@@ -206,6 +261,9 @@ class InferenceController(QObject):
         self._worker.generation_finished.connect(self._on_generation_finished)
         self._worker.generation_failed.connect(self._on_generation_failed)
         self._worker.prefilled.connect(self.prefilled)
+        self._worker.alternative_text.connect(self._on_alternative_text)
+        self._worker.alternative_finished.connect(self._on_alternative_finished)
+        self._worker.alternatives_finished.connect(self._on_alternatives_finished)
 
         self._next_job = 0
         self._load_job: int | None = None
@@ -265,6 +323,21 @@ class InferenceController(QObject):
         self._generation_job = self._new_job()
         self._cancel = threading.Event()
         self._request_generate.emit(self._generation_job, text, params, self._cancel)
+
+    def generate_alternatives(self, text: str, params: SamplingParams, count: int) -> None:
+        """Start `count` alternative completions of `text`, stopping the current generation.
+
+        The prompt is computed once for all of them. Their pieces arrive through
+        alternative_text, each result through alternative_finished, and the list of results
+        through alternatives_finished; generation_started and generation_failed are shared with
+        `generate`.
+        """
+        self.stop()
+        self._prefill_cancel = None
+        self._stopped_job = None
+        self._generation_job = self._new_job()
+        self._cancel = threading.Event()
+        self._request_alternatives.emit(self._generation_job, text, params, count, self._cancel)
 
     def prefill(self, text: str, max_new_tokens: int) -> None:
         """Compute `text`'s prompt window on the inference thread so Generate can start at once.
@@ -343,6 +416,28 @@ class InferenceController(QObject):
         elif job_id == self._stopped_job and self._generation_job is None:
             self._stopped_job = None
             self.generation_finished.emit(result)
+
+    @Slot(int, int, str)
+    def _on_alternative_text(self, job_id: int, index: int, piece: str) -> None:
+        if job_id == self._generation_job:
+            self.alternative_text.emit(index, piece)
+
+    @Slot(int, int, object)
+    def _on_alternative_finished(self, job_id: int, index: int, result: GenerationResult) -> None:
+        if job_id == self._generation_job or (
+            job_id == self._stopped_job and self._generation_job is None
+        ):
+            self.alternative_finished.emit(index, result)
+
+    @Slot(int, object)
+    def _on_alternatives_finished(self, job_id: int, results: list[GenerationResult]) -> None:
+        if job_id == self._generation_job:
+            self._generation_job = None
+            self._cancel = None
+            self.alternatives_finished.emit(results)
+        elif job_id == self._stopped_job and self._generation_job is None:
+            self._stopped_job = None
+            self.alternatives_finished.emit(results)
 
     @Slot(int, str)
     def _on_generation_failed(self, job_id: int, message: str) -> None:

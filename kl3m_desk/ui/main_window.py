@@ -30,6 +30,7 @@ from kl3m_desk.params import SamplingParams
 from kl3m_desk.settings import Settings
 from kl3m_desk.stopping import StopAt
 from kl3m_desk.templates import ClauseTemplate, TemplateLibrary
+from kl3m_desk.ui.alternatives import AlternativesCommands
 from kl3m_desk.ui.download import DownloadTask
 from kl3m_desk.ui.editor import DraftEditor, StreamInsertion, document_text, text_before
 from kl3m_desk.ui.first_run import APPROXIMATE_MODEL_SIZE, FirstRunPanel
@@ -105,6 +106,9 @@ class MainWindow(QMainWindow):
         self.templates_panel = TemplatesPanel(library)
         self.parameters_panel = ParametersPanel(settings.sampling)
         self.review = ReviewCommands(self, self.editor, self.message_bar, self.statusBar())
+        self.alternatives = AlternativesCommands(
+            self, self.editor, self.controller, self.review, lambda: self.parameters_panel.params()
+        )
         self._create_actions()
         self._create_docks()
         self._create_status_bar()
@@ -191,6 +195,9 @@ class MainWindow(QMainWindow):
         draft_menu.addAction(self.finish_clause_action)
         draft_menu.addAction(self.stop_action)
         draft_menu.addSeparator()
+        for item in self.alternatives.actions:
+            draft_menu.addAction(item)
+        draft_menu.addSeparator()
         for item in self.review.review_actions:
             draft_menu.addAction(item)
 
@@ -271,6 +278,7 @@ class MainWindow(QMainWindow):
         self.controller.text_ready.connect(self._text_ready)
         self.controller.generation_finished.connect(self._generation_finished)
         self.controller.generation_failed.connect(self._generation_failed)
+        self.controller.alternatives_finished.connect(lambda _results: self._update_controls())
 
     # --- state shown in the window --------------------------------------------------------
 
@@ -286,6 +294,7 @@ class MainWindow(QMainWindow):
         self.generate_button.setEnabled(ready)
         self.finish_sentence_action.setEnabled(ready)
         self.finish_clause_action.setEnabled(ready)
+        self.alternatives.set_ready(ready)
         self.stop_action.setEnabled(generating)
         self.stop_button.setEnabled(generating)
         self.templates_panel.insert_button.setEnabled(
@@ -457,6 +466,7 @@ class MainWindow(QMainWindow):
         if stop_at is not None:
             params = params.replace(stop_at=stop_at)
         self._end_insertion()
+        self.alternatives.abandon()
         position = self.editor.textCursor().position()
         text = text_before(self.editor.document(), position)
         self._insertion = StreamInsertion(self.editor.document(), position)
@@ -517,7 +527,8 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _generation_started(self, prompt: Prompt) -> None:
-        self.review.prompt_ready(prompt)
+        if not self.alternatives.pending:
+            self.review.prompt_ready(prompt)
         text = f"Context: {prompt.used:,} prompt tokens"
         if prompt.dropped_characters:
             text += f", earliest {prompt.dropped_characters:,} characters dropped"
@@ -561,7 +572,10 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def _generation_failed(self, message: str) -> None:
-        self.review.generation_failed()
+        if self.alternatives.pending:
+            self.alternatives.request_failed()
+        else:
+            self.review.generation_failed()
         self._finish_insertion()
         self.speed_label.setText("Generation failed")
         self.message_bar.show_message(Topic.GENERATION, message)
