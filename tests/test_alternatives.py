@@ -151,3 +151,29 @@ def test_insert_alternative_is_one_undo_step(qtbot: QtBot, window: MainWindow) -
 
     window.undo()
     assert document_text(window.editor.document()) == "AGREEMENT\n" + DOCUMENT
+
+
+def test_screen_reader_hears_each_completion_once(
+    qtbot: QtBot, window: MainWindow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PySide6.QtGui import QAccessible, QAccessibleAnnouncementEvent
+
+    heard: list[str] = []
+    original = QAccessible.updateAccessibility
+
+    def listen(event: object) -> None:
+        if isinstance(event, QAccessibleAnnouncementEvent):
+            heard.append(event.message())
+        original(event)
+
+    monkeypatch.setattr(QAccessible, "updateAccessibility", listen)
+    window.editor.setPlainText(DOCUMENT)
+    window.editor.moveCursor(window.editor.textCursor().MoveOperation.End)
+    with qtbot.waitSignal(window.controller.generation_finished, timeout=60_000) as blocker:
+        window.generate()
+    result = blocker.args[0]
+    assert len(result.token_ids) > 5  # many pieces streamed, one announcement
+    assert heard == [f"Completion ready, {len(result.text.split())} words"]
+
+    request_alternatives(qtbot, window)
+    assert heard[1:] == ["3 alternatives ready"]

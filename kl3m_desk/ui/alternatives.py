@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 
 from kl3m_desk.generation import GenerationResult, Prompt
 from kl3m_desk.params import SamplingParams
+from kl3m_desk.ui.accessibility import announce
 from kl3m_desk.ui.editor import DraftEditor, StreamInsertion, text_before
 from kl3m_desk.ui.inference import InferenceController
 from kl3m_desk.ui.review_commands import ReviewCommands
@@ -367,7 +368,7 @@ class AlternativesCommands(QObject):
     def _finished(self, results: list[GenerationResult]) -> None:
         self.pending = False
         self.panel.finish_request(results)
-        self.editor.setAccessibleDescription(f"{len(results)} alternatives ready")
+        announce(self.editor, f"{len(results)} alternatives ready")
 
     def abandon(self) -> None:
         """Give up a running request that a new completion replaces, dropping its cards."""

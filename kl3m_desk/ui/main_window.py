@@ -30,6 +30,7 @@ from kl3m_desk.params import SamplingParams
 from kl3m_desk.settings import Settings
 from kl3m_desk.stopping import StopAt
 from kl3m_desk.templates import ClauseTemplate, TemplateLibrary
+from kl3m_desk.ui.accessibility import announce
 from kl3m_desk.ui.alternatives import AlternativesCommands
 from kl3m_desk.ui.download import DownloadTask
 from kl3m_desk.ui.editor import DraftEditor, StreamInsertion, document_text, text_before
@@ -146,12 +147,17 @@ class MainWindow(QMainWindow):
         self.choose_model_action = action(
             "Choose &Model Folder…",
             self.choose_model_folder,
-            tip="Load a model folder with safetensors weights",
+            "Ctrl+Shift+O",
+            "Load a model folder with safetensors weights (Ctrl+Shift+O)",
         )
         self.models_action = action(
-            "Mo&dels…", self.open_model_manager, tip="See, switch and remove models"
+            "Mo&dels…",
+            self.open_model_manager,
+            "Ctrl+Shift+M",
+            "See, switch and remove models, and set device and precision (Ctrl+Shift+M)",
         )
-        self.quit_action = action("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        # Windows defines no standard Quit key, so Ctrl+Q is set on every system.
+        self.quit_action = action("&Quit", self.close, "Ctrl+Q")
         self.undo_action = action("&Undo", self.undo, QKeySequence.StandardKey.Undo)
         self.redo_action = action("&Redo", self.editor.redo, QKeySequence.StandardKey.Redo)
         self.generate_action = action(
@@ -232,6 +238,18 @@ class MainWindow(QMainWindow):
         sampling_dock.setObjectName("samplingDock")
         sampling_dock.setWidget(sampling)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, sampling_dock)
+
+        view_menu = self.menuBar().addMenu("&View")
+        panels = (
+            (templates_dock, "Ctrl+Alt+1"),
+            (sampling_dock, "Ctrl+Alt+2"),
+            (self.alternatives.dock, "Ctrl+Alt+3"),
+        )
+        for dock, shortcut in panels:
+            toggle = dock.toggleViewAction()
+            toggle.setShortcut(QKeySequence(shortcut))
+            toggle.setToolTip(f"Show or hide the {dock.windowTitle()} panel ({shortcut})")
+            view_menu.addAction(toggle)
 
     def _create_status_bar(self) -> None:
         status = self.statusBar()
@@ -565,7 +583,7 @@ class MainWindow(QMainWindow):
             f"First token after {result.prefill_seconds:.2f} s, with {result.reused_tokens:,} "
             f"of {result.prompt.used:,} prompt tokens computed ahead; seed {result.seed}"
         )
-        self.editor.setAccessibleDescription(f"Completion ready, {len(result.text.split())} words")
+        announce(self.editor, f"Completion ready, {len(result.text.split())} words")
         self.review.result_ready(result)
         self._finish_insertion()
         self._update_controls()

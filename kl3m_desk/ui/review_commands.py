@@ -118,6 +118,7 @@ class ReviewCommands(QObject):
             "Mark every generated passage in the document as reviewed",
         )
         self.export_action = QAction("&Export Generation Records…", self.window)
+        self.export_action.setShortcut(QKeySequence("Ctrl+Shift+E"))
         self.export_action.setStatusTip(
             "Save how each generated passage was made (model, settings, seed, prompt) as JSON"
         )
