@@ -243,8 +243,9 @@ def run_engine(
 ) -> dict[str, Any]:
     """Measure the kl3m-desk engine loaded by `load_and_place` in `precision` ("fast", "exact").
 
-    Requests follow `InferenceWorker.generate`: one cache and the previous prompt's start as the
-    anchor carry over from one request to the next, until a new session replaces the cache.
+    Requests follow `InferenceWorker.generate`: one cache, the previous prompt's start as the
+    anchor and the previous prompt's and completion's tokens as the history carry over from one
+    request to the next, until a new session replaces the cache.
     """
     import torch
     import transformers  # noqa: F401  (imported before the clock starts, as for the pipeline)
@@ -270,9 +271,10 @@ def run_engine(
     cache: KVCache = loaded.engine.new_cache()
     cache_mb = (cache.keys.nbytes + cache.values.nbytes) / 1024 / 1024
     anchor: int | None = None
+    history: list[int] = []
 
     def generate(text: str, new_session: bool) -> tuple[RunTiming, str]:
-        nonlocal cache, anchor
+        nonlocal cache, anchor, history
         if new_session:
             # The old cache is released before the new one is allocated, so that peak memory
             # counts one cache, as in the app. Allocation is outside the clock, because the app
@@ -280,11 +282,17 @@ def run_engine(
             del cache
             cache = loaded.engine.new_cache()
             anchor = None
+            history = []
         call_started = time.perf_counter()
-        prompt = build_prompt(loaded, text, new_tokens, anchor)
+        prompt = build_prompt(loaded, text, new_tokens, anchor, history)
         anchor = prompt.start
         result = stream_completion(loaded, prompt, params, lambda piece: None, cache=cache)
         elapsed = time.perf_counter() - call_started
+        # As the inference thread does: an accepted completion is read back as its own tokens.
+        spelled = loaded.tokenizer.decode(
+            result.token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+        history = [*prompt.ids, *result.token_ids] if spelled == result.text else list(prompt.ids)
         # TTFT counts tokenization, as the pipeline's does: everything except the decode time.
         timing = RunTiming(
             prompt_tokens=prompt.used,
@@ -580,22 +588,18 @@ def describe_noise(pipeline: dict[str, Any], prompts: Prompts) -> str:
 def describe_accepted_request(
     results: dict[str, dict[str, Any]], new_tokens: int, max_positions: int
 ) -> str:
-    """Describe how the completion re-tokenized for the Fast engine, and any position overrun.
-
-    The engine reuses a cached token only where the next prompt has the same token at the same
-    position, so a completion whose text tokenizes differently is computed again.
-    """
+    """Describe how much of the accepted request the Fast engine computed, and any overrun."""
     fast = results["engine-fast"]
     generated = fast["cold"]["new_tokens"]
     growth = fast["accepted"]["prompt_tokens"] - fast["cold"]["prompt_tokens"]
     computed = fast["accepted"]["prompt_tokens"] - fast["accepted"]["reused_tokens"]
     text = (
-        "  The engine reuses a cached token only where the next prompt has the same token at the "
-        "same position, and a completion's text can tokenize differently from the tokens that "
-        f"generated it. In this run the Fast engine's cold request generated {generated} tokens, "
-        f"whose text made the next prompt {growth} tokens longer. The engine computed "
-        f"{computed:.0f} of that prompt's {fast['accepted']['prompt_tokens']} tokens and took the "
-        "others from its cache."
+        "  The engine reads an accepted completion back as the tokens the model generated, as "
+        "the app does, so the cache covers the whole prompt and the completion. In this run the "
+        f"Fast engine's cold request generated {generated} tokens, and the next prompt was "
+        f"{growth} tokens longer. The engine computed {computed:.0f} of that prompt's "
+        f"{fast['accepted']['prompt_tokens']} tokens and took the others from its cache. The "
+        "pipeline tokenizes the text afresh, so its prompt can be longer than the engine's."
     )
     pipeline_end = results["pipeline"]["accepted"]["prompt_tokens"] + new_tokens
     if pipeline_end > max_positions:

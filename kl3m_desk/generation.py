@@ -12,7 +12,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -38,13 +38,31 @@ STOP_CONTEXT_TOKENS = 256
 
 
 @dataclass(frozen=True)
+class PinOverflow:
+    """Pinned passages left out of a prompt because they need more tokens than it leaves them."""
+
+    needed_tokens: int  # tokens that every pinned passage would take, with the separators
+    budget_tokens: int  # tokens the window leaves pinned passages
+    pinned_count: int  # pinned passages, after joining overlapping ones
+    left_out: tuple[tuple[int, int], ...]  # document ranges of the passages left out
+
+
+@dataclass(frozen=True)
 class Prompt:
-    """The token window given to the model, cut from the text before the cursor."""
+    """The token window given to the model, cut from the text before the cursor.
+
+    With pinned passages (see kl3m_desk.context.build_prompt_with_pins), the first
+    `pinned_tokens` ids encode `pinned_text`, and the text before the cursor follows from `start`.
+    """
 
     ids: tuple[int, ...]
     available: int  # positions a new window may fill: the model's positions minus max new tokens
     text_length: int  # characters of text before the cursor
     start: int  # character offset in that text where the window starts; > 0 when text was dropped
+    pinned: tuple[tuple[int, int], ...] = ()  # document ranges of the pinned text ahead of it
+    pinned_text: str = ""  # that text, with the separators between passages
+    pinned_tokens: int = 0
+    pin_overflow: PinOverflow | None = None  # set when pinned passages were left out
 
     @property
     def used(self) -> int:
@@ -53,12 +71,25 @@ class Prompt:
 
     @property
     def dropped_characters(self) -> int:
-        """Characters at the start of the text that did not fit in the window."""
-        return self.start
+        """Characters before `start` that are neither in the window nor pinned ahead of it."""
+        pinned_before = sum(max(0, min(end, self.start) - begin) for begin, end in self.pinned)
+        return self.start - pinned_before
+
+    @property
+    def spans(self) -> tuple[tuple[int, int], ...]:
+        """Document ranges of all the text the prompt contains, in document order."""
+        ranges = list(self.pinned)
+        if self.start < self.text_length:
+            ranges.append((self.start, self.text_length))
+        return tuple(sorted(ranges))
 
 
 def build_prompt(
-    loaded: LoadedModel, text: str, max_new_tokens: int, anchor: int | None = None
+    loaded: LoadedModel,
+    text: str,
+    max_new_tokens: int,
+    anchor: int | None = None,
+    history: Sequence[int] = (),
 ) -> Prompt:
     """Tokenize `text` into a window that leaves room for `max_new_tokens` new tokens.
 
@@ -69,6 +100,12 @@ def build_prompt(
     capacity (twice the model's positions for a sliding-window model, see
     kl3m_desk.engine.capacity_for), and a new window is cut only when the text after `anchor`
     outgrows that or shrinks to under half a window. Empty text starts from the BOS token.
+
+    `history` is the token sequence of the previous request from `anchor` on: its prompt and the
+    completion the model generated. Where the text after `anchor` still starts with exactly the
+    text those tokens spell, the anchored window keeps them rather than tokenizing that text
+    again, so an accepted completion is read back as the tokens the model wrote and its keys and
+    values in the cache stay valid.
     """
     max_new_tokens = clamp_max_new_tokens(loaded, max_new_tokens)
     available = loaded.max_positions - max_new_tokens
@@ -77,9 +114,7 @@ def build_prompt(
 
     capacity = loaded.engine.capacity - max_new_tokens
     if anchor is not None and 0 <= anchor < len(text) <= anchor + capacity * MAX_CHARS_PER_TOKEN:
-        anchored: list[int] = list(
-            loaded.tokenizer(text[anchor:], add_special_tokens=False)["input_ids"]
-        )
+        anchored = _tokens_after(loaded, text, anchor, history)
         fits = 0 < len(anchored) <= capacity
         if fits and (anchor == 0 or len(anchored) >= available // 2):
             return Prompt(tuple(anchored), available, len(text), anchor)
@@ -99,6 +134,20 @@ def build_prompt(
         return Prompt(ids=(start_id,), available=available, text_length=len(text), start=len(text))
     start = tail_start + (offsets[first][0] if first > 0 else 0)
     return Prompt(ids=tuple(ids[first:]), available=available, text_length=len(text), start=start)
+
+
+def _tokens_after(loaded: LoadedModel, text: str, start: int, history: Sequence[int]) -> list[int]:
+    # Random-weight and real models alike can write text that tokenizes differently when read
+    # again (" Cust" + "omer" versus " Customer"), so the history is kept where it still fits.
+    if history:
+        spelled: str = loaded.tokenizer.decode(
+            list(history), skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+        if text.startswith(spelled, start):
+            rest = text[start + len(spelled) :]
+            tail = loaded.tokenizer(rest, add_special_tokens=False)["input_ids"] if rest else []
+            return [*history, *tail]
+    return list(loaded.tokenizer(text[start:], add_special_tokens=False)["input_ids"])
 
 
 def _start_token(loaded: LoadedModel) -> int:

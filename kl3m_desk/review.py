@@ -5,7 +5,8 @@ sha256 of its weights, device and precision, the sampling parameters and seed, t
 ids and text, the generated text and tokens, and the time. It also records whether and when the
 passage was marked reviewed. The records of a document saved as `contract.txt` are written
 beside it as `contract.txt.kl3m.json` (see `sidecar_path`), with the position and current text
-of each passage.
+of each passage. The same file keeps the passages pinned into every prompt (see
+kl3m_desk.context), so that they come back with the document. Files without them still load.
 
 Positions in the file count Unicode code points of the document text with "\\n" line endings,
 which is the text `kl3m_desk.documents.read_document` returns, whatever line endings the file
@@ -25,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kl3m_desk.context import PinnedPassage
 from kl3m_desk.fingerprint import WeightFingerprint
 from kl3m_desk.generation import GenerationResult, Prompt
 from kl3m_desk.model import LoadedModel
@@ -70,7 +72,10 @@ class OffsetMap:
     """
 
     def __init__(self, text: str) -> None:
-        self._astral = [index for index, char in enumerate(text) if ord(char) > 0xFFFF]
+        if not text or max(text) <= "\uffff":  # the usual case, checked without a Python loop
+            self._astral: list[int] = []
+        else:
+            self._astral = [index for index, char in enumerate(text) if ord(char) > 0xFFFF]
         # UTF-16 offset of each astral character
         self._astral_utf16 = [index + count for count, index in enumerate(self._astral)]
 
@@ -134,8 +139,9 @@ class ModelIdentity:
 class PromptWindow:
     """The prompt given to the model: its token ids and the text they were cut from.
 
-    The token ids are what the model saw. `text` is the document text they were tokenized from
-    (the text before the cursor from character `start` on), kept for people reading the record.
+    The token ids are what the model saw. `text` is the text they were tokenized from (the
+    pinned passages with their separators, then the text before the cursor from character
+    `start` on), kept for people reading the record.
     """
 
     token_ids: list[int]
@@ -143,6 +149,8 @@ class PromptWindow:
     text_length: int  # characters of text before the cursor
     available: int  # positions the window could fill
     text: str
+    # Document ranges of the pinned passages ahead of the text, as [start, end] pairs.
+    pinned: list[list[int]] = field(default_factory=list)
 
     @classmethod
     def of(cls, prompt: Prompt, text_before_cursor: str) -> PromptWindow:
@@ -152,7 +160,8 @@ class PromptWindow:
             start=prompt.start,
             text_length=prompt.text_length,
             available=prompt.available,
-            text=text_before_cursor[prompt.start : prompt.text_length],
+            text=prompt.pinned_text + text_before_cursor[prompt.start : prompt.text_length],
+            pinned=[[start, end] for start, end in prompt.pinned],
         )
 
     def to_prompt(self) -> Prompt:
@@ -178,6 +187,9 @@ class GenerationRecord:
     # The generated text with the model's own line breaks. For a stopped run it is the part that
     # reached the document, which can be shorter than what `token_ids` decode to.
     text: str = ""
+    # Characters of the run's text before `text`. Nonzero for a later part of an inline
+    # suggestion that was accepted word by word or sentence by sentence.
+    text_offset: int = 0
     token_ids: list[int] = field(default_factory=list)
     # A GenerationResult stop reason ("eos", "length", "stopped", "sentence", "paragraph",
     # "clause"), STOP_FAILED or STOP_UNKNOWN.
@@ -240,9 +252,11 @@ class GenerationRecord:
                 "text_length": self.prompt.text_length,
                 "available": self.prompt.available,
                 "text": self.prompt.text,
+                "pinned": self.prompt.pinned,
             },
             "generated": {
                 "text": self.text,
+                "offset": self.text_offset,
                 "token_ids": self.token_ids,
                 "stop_reason": self.stop_reason,
             },
@@ -271,6 +285,7 @@ class GenerationRecord:
             seed=seed,
             prompt=prompt,
             text=_str(generated, "text", generated_where),
+            text_offset=_int(generated, "offset", generated_where) if "offset" in generated else 0,
             token_ids=_int_list(generated, "token_ids", generated_where),
             stop_reason=_str(generated, "stop_reason", generated_where),
             reviewed=bool(record.get("reviewed", False)),
@@ -305,7 +320,26 @@ def _prompt_from_json(data: object, where: str) -> PromptWindow:
         text_length=_int(prompt, "text_length", where),
         available=_int(prompt, "available", where),
         text=_str(prompt, "text", where),
+        pinned=_ranges(prompt.get("pinned", []), f"{where}, pinned"),
     )
+
+
+def _ranges(value: object, where: str) -> list[list[int]]:
+    """Read a list of [start, end] pairs of whole numbers, as written for pinned ranges."""
+    if not isinstance(value, list):
+        raise ReviewFileError(f"{where} is not a list of [start, end] pairs.")
+    ranges = []
+    for item in value:
+        valid = (
+            isinstance(item, list)
+            and len(item) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in item)
+            and item[0] <= item[1]
+        )
+        if not valid:
+            raise ReviewFileError(f"{where}: {item!r} is not a [start, end] pair.")
+        ranges.append([item[0], item[1]])
+    return ranges
 
 
 @dataclass
@@ -331,6 +365,8 @@ class ReviewFile:
     # Records of passages that were not found in the text when the document was opened. They are
     # kept so that saving does not drop them.
     unplaced: list[GenerationRecord] = field(default_factory=list)
+    # Passages pinned into every prompt (see kl3m_desk.context), in document order.
+    pins: list[PinnedPassage] = field(default_factory=list)
 
     @classmethod
     def for_text(
@@ -374,6 +410,10 @@ class ReviewFile:
                 for passage in self.passages
             ],
             "unplaced": [record.to_json() for record in self.unplaced],
+            "pinned": [
+                {"start": pin.start, "end": pin.end, "text": pin.text}
+                for pin in sorted(self.pins, key=lambda pin: pin.start)
+            ],
         }
 
 
@@ -408,8 +448,9 @@ def read_review_file(path: Path) -> ReviewFile:
     document = _object(root.get("document"), f"{where}, document")
     passages_data = root.get("passages", [])
     unplaced_data = root.get("unplaced", [])
-    if not isinstance(passages_data, list) or not isinstance(unplaced_data, list):
-        raise ReviewFileError(f"{path}: passages and unplaced must be lists.")
+    pinned_data = root.get("pinned", [])  # absent in files written before pins existed
+    if not all(isinstance(data, list) for data in (passages_data, unplaced_data, pinned_data)):
+        raise ReviewFileError(f"{path}: passages, unplaced and pinned must be lists.")
 
     passages = []
     for number, item in enumerate(passages_data, start=1):
@@ -427,11 +468,17 @@ def read_review_file(path: Path) -> ReviewFile:
         GenerationRecord.from_json(item, f"{where}, unplaced record {number}")
         for number, item in enumerate(unplaced_data, start=1)
     ]
+    pins = []
+    for number, item in enumerate(pinned_data, start=1):
+        item_where = f"{where}, pinned passage {number}"
+        pin = _object(item, item_where)
+        pins.append(PinnedPassage(_int(pin, "start", item_where), _str(pin, "text", item_where)))
     return ReviewFile(
         document_sha256=_str(document, "sha256", f"{where}, document"),
         document_length=_int(document, "characters", f"{where}, document"),
         passages=passages,
         unplaced=unplaced,
+        pins=pins,
     )
 
 
@@ -486,6 +533,29 @@ def place_passages(review_file: ReviewFile, text: str) -> Placement:
         relocated=relocated,
         text_changed=text_sha256(text) != review_file.document_sha256,
     )
+
+
+def place_pins(pins: list[PinnedPassage], text: str) -> tuple[list[PinnedPassage], int]:
+    """Find the pinned passages of a records file in the document text `text`.
+
+    A passage stays where it was saved when its text is still there, and otherwise goes to the
+    occurrence of its text nearest its old start. Returns the passages found and how many were
+    not found.
+    """
+    placed: list[PinnedPassage] = []
+    missing = 0
+    for pin in pins:
+        if not pin.text:
+            continue
+        if text[pin.start : pin.end] == pin.text:
+            placed.append(pin)
+            continue
+        found = _nearest_free_occurrence(text, pin.text, pin.start, [])
+        if found is None:
+            missing += 1
+        else:
+            placed.append(PinnedPassage(found, pin.text))
+    return placed, missing
 
 
 def _overlaps(placed: list[PlacedPassage], start: int, end: int) -> bool:

@@ -20,6 +20,7 @@ from typing import Any
 
 from kl3m_desk import paths
 from kl3m_desk.params import PARAMETERS, STOP_AT, SamplingParams
+from kl3m_desk.suggestion import SuggestionSettings
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class Settings:
     # "fast": the fastest computation that passes the float32 comparison on this machine;
     # "exact": the float32 reference, multiplied as transformers does.
     precision: str = "fast"
+    suggestions: SuggestionSettings = field(default_factory=SuggestionSettings)
     path: Path = field(default_factory=lambda: paths.config_dir() / SETTINGS_FILE_NAME)
     load_warnings: list[str] = field(default_factory=list)  # problems found by `load`
 
@@ -74,6 +76,12 @@ class Settings:
             settings.precision = "exact"
         if isinstance(data.get("limitations_shown"), bool):
             settings.limitations_shown = data["limitations_shown"]
+        if "suggestions" in data:
+            settings.suggestions, problems = SuggestionSettings.from_mapping(
+                data["suggestions"], str(settings.path)
+            )
+            for problem in problems:
+                settings._warn(problem)
         return settings
 
     def forget_model_dir(self, folder: Path) -> None:
@@ -96,6 +104,7 @@ class Settings:
             "limitations_shown": self.limitations_shown,
             "device": self.device,
             "precision": self.precision,
+            "suggestions": self.suggestions.to_mapping(),
         }
         text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
         write_text_atomically(self.path, text)

@@ -307,3 +307,26 @@ def test_prefill_rejects_bad_lengths(tiny_model: LoadedModel) -> None:
         tiny_model.engine.prefill(cache, [])
     with pytest.raises(ValueError, match="more than"):
         tiny_model.engine.prefill(cache, [5] * (tiny_model.engine.capacity + 1))
+
+
+def test_accepted_completion_keeps_model_tokens(fast_model: LoadedModel) -> None:
+    document = contract(8)
+    cache = fast_model.engine.new_cache()
+    params = greedy(30)
+    prompt = build_prompt(fast_model, document, 30)
+    result = stream_completion(fast_model, prompt, params, lambda _piece: None, cache=cache)
+    history = [*prompt.ids, *result.token_ids]
+
+    # The document now ends with the completion, and the user typed on.
+    typed = document + result.text + " The Customer"
+    accepted = build_prompt(fast_model, typed, 30, prompt.start, history)
+    assert list(accepted.ids[: len(history)]) == history
+    assert fast_model.tokenizer.decode(list(accepted.ids)) == typed[prompt.start :]
+    again = stream_completion(fast_model, accepted, params, lambda _piece: None, cache=cache)
+    assert again.reused_tokens == len(history) - 1  # the last generated token was not fed back
+
+    # Once the text no longer starts with what the history spells, it is tokenized afresh.
+    edited = typed.replace("Supplier", "Vendor", 1)
+    fresh = build_prompt(fast_model, edited, 30, prompt.start, history)
+    expected = fast_model.tokenizer(edited[prompt.start :], add_special_tokens=False)["input_ids"]
+    assert list(fresh.ids) == expected

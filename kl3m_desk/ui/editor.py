@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PySide6.QtCore import Signal
-from PySide6.QtGui import QContextMenuEvent, QKeyEvent, QKeySequence, QTextCursor, QTextDocument
+from PySide6.QtGui import (
+    QContextMenuEvent,
+    QKeyEvent,
+    QKeySequence,
+    QPainter,
+    QPaintEvent,
+    QTextCursor,
+    QTextDocument,
+)
 from PySide6.QtWidgets import QPlainTextEdit, QWidget
 
 # QTextDocument stores paragraph breaks as U+2029; U+2028 is a line break inside a paragraph.
@@ -55,6 +65,25 @@ class DraftEditor(QPlainTextEdit):
         super().__init__(parent)
         self.setAccessibleName("Document")
         self.setTabChangesFocus(False)
+        self._overlay_painters: list[Callable[[QPainter], None]] = []
+
+    def add_overlay_painter(self, paint: Callable[[QPainter], None]) -> None:
+        """Have `paint` draw on the viewport after every repaint of the text, on top of it.
+
+        The painter is clipped to the repainted region. What `paint` draws is never part of the
+        document.
+        """
+        self._overlay_painters.append(paint)
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        super().paintEvent(event)
+        if not self._overlay_painters:
+            return
+        painter = QPainter(self.viewport())
+        painter.setClipRegion(event.region())
+        for paint in self._overlay_painters:
+            paint(painter)
+        painter.end()
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         if event.matches(QKeySequence.StandardKey.Undo):

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from kl3m_desk.context import PinnedPassage, build_prompt_with_pins
 from kl3m_desk.device import load_and_place
 from kl3m_desk.engine import KVCache, PrefillCancelled
 from kl3m_desk.generation import (
     GenerationResult,
     Prompt,
-    build_prompt,
     stream_alternatives,
     stream_completion,
 )
@@ -54,6 +55,8 @@ class InferenceWorker(QObject):
     generation_failed = Signal(int, str)
     # prompt tokens whose keys and values are now cached, after a prefill ran to its end
     prefilled = Signal(int)
+    # where the prompt window now starts in the text (Prompt.start), or None after a model load
+    anchor_changed = Signal(object)
     # job id, index of the alternative, completed piece of its text
     alternative_text = Signal(int, int, str)
     # job id, index of the alternative, its GenerationResult
@@ -69,6 +72,13 @@ class InferenceWorker(QObject):
         # started in the text, so the next request recomputes only what changed.
         self._cache: KVCache | None = None
         self._anchor: int | None = None
+        self._pins: tuple[PinnedPassage, ...] = ()  # sent by the GUI ahead of each request
+        self._history: list[int] = []  # the last prompt's tokens and the completion's, if kept
+
+    @Slot(object)
+    def set_pins(self, pins: tuple[PinnedPassage, ...]) -> None:
+        """Put `pins` into the prompts of the requests that follow; runs on the inference thread."""
+        self._pins = tuple(pins)
 
     @Slot(int, object, object, object)
     def load(
@@ -108,6 +118,8 @@ class InferenceWorker(QObject):
         self._loaded = loaded
         self._cache = loaded.engine.new_cache()
         self._anchor = None
+        self.anchor_changed.emit(None)
+        self._history = []
         self.model_loaded.emit(job_id, loaded)
 
     @Slot(int, str, object, object)
@@ -124,8 +136,12 @@ class InferenceWorker(QObject):
             self.generation_failed.emit(job_id, "No model is loaded. Choose a model folder first.")
             return
         try:
-            prompt = build_prompt(loaded, text, params.max_new_tokens, self._anchor)
+            prompt = build_prompt_with_pins(
+                loaded, text, params.max_new_tokens, self._anchor, self._history, self._pins
+            )
             self._anchor = prompt.start
+            self.anchor_changed.emit(prompt.start)
+            self._history = list(prompt.ids)
             self.generation_started.emit(job_id, prompt)
             result = stream_completion(
                 loaded,
@@ -137,12 +153,16 @@ class InferenceWorker(QObject):
             )
         except Exception as error:  # reported to the window; the next run starts afresh
             log.exception("Generation job %d failed", job_id)
+            self._history = []
             if self._cache is not None:
                 self._cache.clear()
             self.generation_failed.emit(
                 job_id, f"Generation failed: {type(error).__name__}: {error}"
             )
             return
+        if result.text == _spelled(loaded, result.token_ids):
+            # The document now ends with exactly this completion, unless the user discards it.
+            self._history = [*prompt.ids, *result.token_ids]
         self.generation_finished.emit(job_id, result)
 
     @Slot(int, str, object, int, object)
@@ -162,14 +182,19 @@ class InferenceWorker(QObject):
             self.alternative_text.emit(job_id, index, piece)
 
         try:
-            prompt = build_prompt(loaded, text, params.max_new_tokens, self._anchor)
+            prompt = build_prompt_with_pins(
+                loaded, text, params.max_new_tokens, self._anchor, self._history, self._pins
+            )
             self._anchor = prompt.start
+            self.anchor_changed.emit(prompt.start)
+            self._history = list(prompt.ids)
             self.generation_started.emit(job_id, prompt)
             results = stream_alternatives(
                 loaded, prompt, params, count, piece_ready, cancel, self._cache
             )
         except Exception as error:  # reported to the window; the next run starts afresh
             log.exception("Alternatives job %d failed", job_id)
+            self._history = []
             if self._cache is not None:
                 self._cache.clear()
             self.generation_failed.emit(
@@ -195,8 +220,12 @@ class InferenceWorker(QObject):
         if self._cache is None:
             return
         try:
-            prompt = build_prompt(loaded, text, max_new_tokens, self._anchor)
+            prompt = build_prompt_with_pins(
+                loaded, text, max_new_tokens, self._anchor, self._history, self._pins
+            )
             self._anchor = prompt.start
+            self.anchor_changed.emit(prompt.start)
+            self._history = list(prompt.ids)
             reused = self._cache.common_prefix(prompt.ids)
             loaded.engine.prefill(self._cache, prompt.ids, cancel)
             log.debug("Prefilled %d tokens (%d reused)", prompt.used, reused)
@@ -206,6 +235,13 @@ class InferenceWorker(QObject):
         except Exception:
             log.exception("Prefill failed; the next generation computes its prompt in full")
             self._cache.clear()
+
+
+def _spelled(loaded: LoadedModel, ids: list[int]) -> str:
+    text: str = loaded.tokenizer.decode(
+        ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+    )
+    return text
 
 
 class InferenceController(QObject):
@@ -227,6 +263,8 @@ class InferenceController(QObject):
     generation_failed = Signal(str)
     # prompt tokens computed ahead of the next generation
     prefilled = Signal(int)
+    # where the inference thread's prompt window starts now (see `anchor`)
+    anchor_changed = Signal(object)
     # index of the alternative, completed piece of its text; never emitted after stop()
     alternative_text = Signal(int, str)
     # index of the alternative, its GenerationResult
@@ -239,6 +277,7 @@ class InferenceController(QObject):
     _request_generate = Signal(int, str, object, object)
     _request_prefill = Signal(str, int, object)
     _request_alternatives = Signal(int, str, object, int, object)
+    _request_pins = Signal(object)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -252,6 +291,7 @@ class InferenceController(QObject):
         self._request_load.connect(self._worker.load)
         self._request_generate.connect(self._worker.generate)
         self._request_prefill.connect(self._worker.prefill)
+        self._request_pins.connect(self._worker.set_pins)
         self._request_alternatives.connect(self._worker.generate_alternatives)
         self._worker.load_progress.connect(self._on_load_progress)
         self._worker.model_loaded.connect(self._on_model_loaded)
@@ -261,6 +301,7 @@ class InferenceController(QObject):
         self._worker.generation_finished.connect(self._on_generation_finished)
         self._worker.generation_failed.connect(self._on_generation_failed)
         self._worker.prefilled.connect(self.prefilled)
+        self._worker.anchor_changed.connect(self._on_anchor_changed)
         self._worker.alternative_text.connect(self._on_alternative_text)
         self._worker.alternative_finished.connect(self._on_alternative_finished)
         self._worker.alternatives_finished.connect(self._on_alternatives_finished)
@@ -269,10 +310,17 @@ class InferenceController(QObject):
         self._load_job: int | None = None
         self._generation_job: int | None = None
         self._stopped_job: int | None = None  # stopped run whose timing may still be reported
+        self._latest_generation_job: int | None = None
         self._cancel: threading.Event | None = None
         self._load_cancel: threading.Event | None = None
         self._prefill_cancel: threading.Event | None = None
         self.model: LoadedModel | None = None
+        # Where the inference thread's prompt window starts in the text, as its latest request
+        # left it: the anchor that its next `build_prompt_with_pins` call gets.
+        self.anchor: int | None = None
+        # Returns the pinned passages for the prompts, read at each generation and prefill
+        # request, so they match the text the request carries.
+        self.pin_source: Callable[[], tuple[PinnedPassage, ...]] | None = None
         self._thread.start()
 
     def _new_job(self) -> int:
@@ -288,6 +336,15 @@ class InferenceController(QObject):
     def is_generating(self) -> bool:
         """True from `generate` until the current generation finishes, fails or is stopped."""
         return self._generation_job is not None
+
+    @property
+    def latest_generation_job(self) -> int | None:
+        """Id of the newest generation request of any kind, or None before the first.
+
+        Generation signals are forwarded only for this request (running, finished or stopped), so
+        a caller that kept the id after its own request can tell its own signals apart.
+        """
+        return self._latest_generation_job
 
     def load(self, folder: Path, device: str = "auto", precision: str = "fast") -> None:
         """Stop any generation and load the model in `folder` on the inference thread.
@@ -320,8 +377,9 @@ class InferenceController(QObject):
         self.stop()
         self._prefill_cancel = None  # a running prefill goes on: this generation reuses its work
         self._stopped_job = None
-        self._generation_job = self._new_job()
+        self._generation_job = self._latest_generation_job = self._new_job()
         self._cancel = threading.Event()
+        self._send_pins()
         self._request_generate.emit(self._generation_job, text, params, self._cancel)
 
     def generate_alternatives(self, text: str, params: SamplingParams, count: int) -> None:
@@ -335,8 +393,9 @@ class InferenceController(QObject):
         self.stop()
         self._prefill_cancel = None
         self._stopped_job = None
-        self._generation_job = self._new_job()
+        self._generation_job = self._latest_generation_job = self._new_job()
         self._cancel = threading.Event()
+        self._send_pins()
         self._request_alternatives.emit(self._generation_job, text, params, count, self._cancel)
 
     def prefill(self, text: str, max_new_tokens: int) -> None:
@@ -349,7 +408,13 @@ class InferenceController(QObject):
             return
         self.cancel_prefill()
         self._prefill_cancel = threading.Event()
+        self._send_pins()
         self._request_prefill.emit(text, max_new_tokens, self._prefill_cancel)
+
+    def _send_pins(self) -> None:
+        """Send the current pinned passages ahead of a request; queued signals keep the order."""
+        pins = self.pin_source() if self.pin_source is not None else ()
+        self._request_pins.emit(pins)
 
     def cancel_prefill(self) -> None:
         """Stop the pending prefill between two chunks; what it computed stays in the cache."""
@@ -378,6 +443,11 @@ class InferenceController(QObject):
         self.cancel_load()
         self._thread.quit()
         self._thread.wait()
+
+    @Slot(object)
+    def _on_anchor_changed(self, anchor: int | None) -> None:
+        self.anchor = anchor
+        self.anchor_changed.emit(anchor)
 
     @Slot(int, int, int, str)
     def _on_load_progress(self, job_id: int, step: int, total: int, text: str) -> None:

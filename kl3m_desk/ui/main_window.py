@@ -32,10 +32,12 @@ from kl3m_desk.stopping import StopAt
 from kl3m_desk.templates import ClauseTemplate, TemplateLibrary
 from kl3m_desk.ui.accessibility import announce
 from kl3m_desk.ui.alternatives import AlternativesCommands
+from kl3m_desk.ui.context_view import ContextView
 from kl3m_desk.ui.download import DownloadTask
 from kl3m_desk.ui.editor import DraftEditor, StreamInsertion, document_text, text_before
 from kl3m_desk.ui.first_run import APPROXIMATE_MODEL_SIZE, FirstRunPanel
 from kl3m_desk.ui.inference import InferenceController
+from kl3m_desk.ui.inline_suggestions import InlineSuggestions
 from kl3m_desk.ui.message_bar import MessageBar, Topic
 from kl3m_desk.ui.model_manager import ModelManagerDialog
 from kl3m_desk.ui.parameters_panel import ParametersPanel
@@ -107,8 +109,20 @@ class MainWindow(QMainWindow):
         self.templates_panel = TemplatesPanel(library)
         self.parameters_panel = ParametersPanel(settings.sampling)
         self.review = ReviewCommands(self, self.editor, self.message_bar, self.statusBar())
+        self.context_view = ContextView(
+            self,
+            self.editor,
+            self.controller,
+            self.message_bar,
+            self.statusBar(),
+            self.parameters_panel,
+        )
+        self.review.pins = self.context_view.pins  # saved and loaded with the records
         self.alternatives = AlternativesCommands(
             self, self.editor, self.controller, self.review, lambda: self.parameters_panel.params()
+        )
+        self.suggestions = InlineSuggestions(
+            self, self.editor, self.controller, self.review, self.statusBar(), settings
         )
         self._create_actions()
         self._create_docks()
@@ -201,10 +215,16 @@ class MainWindow(QMainWindow):
         draft_menu.addAction(self.finish_clause_action)
         draft_menu.addAction(self.stop_action)
         draft_menu.addSeparator()
+        for item in self.suggestions.actions:
+            draft_menu.addAction(item)
+        draft_menu.addSeparator()
         for item in self.alternatives.actions:
             draft_menu.addAction(item)
         draft_menu.addSeparator()
         for item in self.review.review_actions:
+            draft_menu.addAction(item)
+        draft_menu.addSeparator()
+        for item in self.context_view.actions:
             draft_menu.addAction(item)
 
         toolbar = self.addToolBar("Drafting")
@@ -225,6 +245,7 @@ class MainWindow(QMainWindow):
         sampling = QWidget()
         layout = QVBoxLayout(sampling)
         layout.addWidget(self.parameters_panel)
+        layout.addWidget(self.suggestions.options)
         self.generate_button = QPushButton("Generate")
         self.generate_button.setToolTip(self.generate_action.toolTip())
         self.stop_button = QPushButton("Stop")
@@ -254,7 +275,7 @@ class MainWindow(QMainWindow):
     def _create_status_bar(self) -> None:
         status = self.statusBar()
         self.model_label = QLabel("No model")
-        self.context_label = QLabel()
+        self.context_label = self.context_view.label
         self.speed_label = QLabel()
         self.load_progress = QProgressBar()
         self.load_progress.setMaximumWidth(220)
@@ -296,6 +317,9 @@ class MainWindow(QMainWindow):
         self.controller.text_ready.connect(self._text_ready)
         self.controller.generation_finished.connect(self._generation_finished)
         self.controller.generation_failed.connect(self._generation_failed)
+        self.suggestions.generate_requested.connect(self.generate)
+        self.suggestions.settings_changed.connect(self._save_settings_timer.start)
+        self.suggestions.run_stopped.connect(self._update_controls)
         self.controller.alternatives_finished.connect(lambda _results: self._update_controls())
 
     # --- state shown in the window --------------------------------------------------------
@@ -485,12 +509,17 @@ class MainWindow(QMainWindow):
             params = params.replace(stop_at=stop_at)
         self._end_insertion()
         self.alternatives.abandon()
+        self._prefill_timer.stop()  # the generation computes the prompt itself
         position = self.editor.textCursor().position()
         text = text_before(self.editor.document(), position)
-        self._insertion = StreamInsertion(self.editor.document(), position)
         self.message_bar.clear(Topic.GENERATION)
-        self.review.begin(text, params, self.controller.model)
-        self.controller.generate(text, params)
+        if self.suggestions.inline:
+            self.suggestions.start(text, position, params)
+        else:
+            self.suggestions.dismiss()
+            self._insertion = StreamInsertion(self.editor.document(), position)
+            self.review.begin(text, params, self.controller.model)
+            self.controller.generate(text, params)
         self.speed_label.setText("Generating…")
         self._update_controls()
 
@@ -545,17 +574,9 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _generation_started(self, prompt: Prompt) -> None:
-        if not self.alternatives.pending:
+        if not self.alternatives.pending and not self.suggestions.owns_latest_run():
             self.review.prompt_ready(prompt)
-        text = f"Context: {prompt.used:,} prompt tokens"
-        if prompt.dropped_characters:
-            text += f", earliest {prompt.dropped_characters:,} characters dropped"
-        self.context_label.setText(text)
-        self.context_label.setToolTip(
-            f"The model sees only the text nearest the cursor. A new window takes up to "
-            f"{prompt.available:,} tokens and stays in place while you write on, so that "
-            "Generate computes only what changed."
-        )
+        self.context_view.show_prompt(prompt)
 
     @Slot(str)
     def _text_ready(self, piece: str) -> None:
@@ -583,8 +604,9 @@ class MainWindow(QMainWindow):
             f"First token after {result.prefill_seconds:.2f} s, with {result.reused_tokens:,} "
             f"of {result.prompt.used:,} prompt tokens computed ahead; seed {result.seed}"
         )
-        announce(self.editor, f"Completion ready, {len(result.text.split())} words")
-        self.review.result_ready(result)
+        if not self.suggestions.owns_latest_run():  # a suggestion announces and records itself
+            announce(self.editor, f"Completion ready, {len(result.text.split())} words")
+            self.review.result_ready(result)
         self._finish_insertion()
         self._update_controls()
 
@@ -592,7 +614,7 @@ class MainWindow(QMainWindow):
     def _generation_failed(self, message: str) -> None:
         if self.alternatives.pending:
             self.alternatives.request_failed()
-        else:
+        elif not self.suggestions.owns_latest_run():
             self.review.generation_failed()
         self._finish_insertion()
         self.speed_label.setText("Generation failed")

@@ -16,6 +16,7 @@ class Topic(Enum):
     GENERATION = "generation"
     DOCUMENT = "document"
     SETTINGS = "settings"
+    CONTEXT = "context"  # pinned passages that do not fit the model's window
     NOTICE = "notice"  # information to read once, such as the model's limitations
 
 

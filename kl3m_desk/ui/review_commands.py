@@ -23,14 +23,18 @@ from kl3m_desk.generation import GenerationResult, Prompt
 from kl3m_desk.model import LoadedModel
 from kl3m_desk.params import SamplingParams
 from kl3m_desk.review import (
+    GenerationRecord,
     Placement,
+    ReviewFile,
     ReviewFileError,
+    place_pins,
     read_review_file,
     sidecar_path,
     write_review_file,
 )
-from kl3m_desk.ui.editor import DraftEditor
+from kl3m_desk.ui.editor import DraftEditor, document_text
 from kl3m_desk.ui.message_bar import MessageBar, Topic
+from kl3m_desk.ui.pins import PinnedPassages
 from kl3m_desk.ui.review_marks import ReviewMargin, ReviewMarks, TrackedPassage
 
 log = logging.getLogger(__name__)
@@ -74,6 +78,8 @@ class ReviewCommands(QObject):
         self.margin = ReviewMargin(self.marks)
         self.hasher = WeightHasher()
         self.document_path: Path | None = None
+        # The editor's pinned passages, which the records file keeps too. The window sets them.
+        self.pins: PinnedPassages | None = None
 
         self.counter_label = QLabel()
         self.counter_label.setAccessibleName("Unreviewed generated passages")
@@ -156,6 +162,11 @@ class ReviewCommands(QObject):
         fingerprint = self.hasher.fingerprint(loaded.folder)
         self.marks.begin(text_before_cursor, params, loaded, fingerprint)
 
+    @property
+    def current_record(self) -> GenerationRecord | None:
+        """Record of the latest generation, or None when it ended without inserting text."""
+        return self.marks.current_record
+
     def prompt_ready(self, prompt: Prompt) -> None:
         """Record the current generation's prompt window."""
         self.marks.prompt_ready(prompt)
@@ -176,6 +187,13 @@ class ReviewCommands(QObject):
     def end_stream(self) -> None:
         """End the current passage once its last text is in the document."""
         self.marks.end_stream()
+
+    def continue_current(self) -> bool:
+        """Reopen the latest passage so that text inserted at its end joins it.
+
+        Returns False when that passage is no longer in the document.
+        """
+        return self.marks.continue_current()
 
     def _fill_fingerprints(self, wait: bool) -> None:
         """Put the weights' sha256 into records that lack it, waiting for it when `wait` is set."""
@@ -304,8 +322,10 @@ class ReviewCommands(QObject):
     # --- records files ----------------------------------------------------------------------
 
     def clear(self) -> None:
-        """Forget every passage, for a new document."""
+        """Forget every passage and pinned passage, for a new document."""
         self.marks.clear()
+        if self.pins is not None:
+            self.pins.clear()
         self.document_path = None
 
     def load_for(self, document: Path) -> None:
@@ -316,6 +336,8 @@ class ReviewCommands(QObject):
         """
         self.document_path = document
         self.marks.clear()
+        if self.pins is not None:
+            self.pins.clear()
         path = sidecar_path(document)
         if not path.exists():
             return
@@ -330,6 +352,7 @@ class ReviewCommands(QObject):
             )
             return
         placement = self.marks.load(review_file)
+        pins_message = self._load_pins(document, review_file)
         log.info(
             "Loaded %d generation records from %s: %d placed, %d moved, %d not found",
             len(review_file.records),
@@ -339,8 +362,34 @@ class ReviewCommands(QObject):
             placement.newly_unplaced,
         )
         message = self._placement_message(document, placement)
+        if pins_message:
+            message = f"{message} {pins_message}" if message else pins_message
         if message:
             self.message_bar.show_message(Topic.DOCUMENT, message, self.export_action)
+
+    def _load_pins(self, document: Path, review_file: ReviewFile) -> str:
+        """Pin the records file's pinned passages again, found by their text where it moved.
+
+        Returns a sentence about the passages that were not found, or "".
+        """
+        if self.pins is None or not review_file.pins:
+            return ""
+        placed, missing = place_pins(review_file.pins, document_text(self.editor.document()))
+        self.pins.load(placed)
+        log.info("Pinned %d passages from the records file, %d not found", len(placed), missing)
+        if not missing:
+            return ""
+        return (
+            f"{plural(missing, 'pinned passage')} of {document.name} could not be found in its "
+            f"text and {'is' if missing == 1 else 'are'} no longer pinned."
+        )
+
+    def _review_file(self) -> ReviewFile:
+        """Return the records of the document's passages, with its pinned passages."""
+        review_file = self.marks.review_file()
+        if self.pins is not None:
+            review_file.pins = list(self.pins.snapshot())
+        return review_file
 
     @staticmethod
     def _placement_message(document: Path, placement: Placement) -> str:
@@ -379,19 +428,19 @@ class ReviewCommands(QObject):
     def save_for(self, document: Path) -> bool:
         """Write the records file beside `document`, which was just saved.
 
-        A document without records gets no records file, and an old one beside it is removed.
-        Returns False, after showing why, when the file could not be written.
+        A document without records or pinned passages gets no records file, and an old one
+        beside it is removed. Returns False, after showing why, when the file could not be written.
         """
         self.document_path = document
         path = sidecar_path(document)
         self._fill_fingerprints(wait=True)
-        review_file = self.marks.review_file()
+        review_file = self._review_file()
         try:
-            if review_file.records:
+            if review_file.records or review_file.pins:
                 write_review_file(path, review_file, document.name)
             elif path.exists():
                 path.unlink()
-                log.info("Removed %s: the document has no generated passages", path)
+                log.info("Removed %s: the document has no generated or pinned passages", path)
         except OSError as error:
             log.warning("Could not write the generation records %s: %s", path, error)
             self.message_bar.show_message(
@@ -428,7 +477,7 @@ class ReviewCommands(QObject):
         self._fill_fingerprints(wait=True)
         document_name = self.document_path.name if self.document_path else "Untitled"
         try:
-            write_review_file(path, self.marks.review_file(), document_name)
+            write_review_file(path, self._review_file(), document_name)
         except OSError as error:
             log.warning("Could not export the generation records to %s: %s", path, error)
             self.message_bar.show_message(

@@ -50,6 +50,7 @@ from kl3m_desk.review import (
     utf16_length,
 )
 from kl3m_desk.ui.editor import document_text, to_plain
+from kl3m_desk.ui.highlights import REVIEW_LAYER, HighlightLayers
 
 # Passages removed from the text that can still come back through Undo or Redo. The oldest are
 # forgotten first.
@@ -117,6 +118,11 @@ class ReviewMarks(QObject):
         return self.editor.document()
 
     # --- passages ---------------------------------------------------------------------------
+
+    @property
+    def current_record(self) -> GenerationRecord | None:
+        """Record of the latest generation, or None when it ended without inserting text."""
+        return self._current.record if self._current is not None else None
 
     def passages(self) -> list[TrackedPassage]:
         """Return the passages that have text in the document, in document order."""
@@ -270,6 +276,18 @@ class ReviewMarks(QObject):
             self._current = None
         self._refresh()
 
+    def continue_current(self) -> bool:
+        """Reopen the latest passage, so that `text_inserted` extends it until `end_stream`.
+
+        Text inserted right at its end then joins it, as the pieces of a stream do. Returns False,
+        and reopens nothing, when that passage has no text in the document any more.
+        """
+        passage = self._current
+        if passage is None or not passage.placed or passage not in self._passages:
+            return False
+        passage.streaming = True
+        return True
+
     def _end_current(self) -> None:
         self.end_stream()
         self._current = None
@@ -412,7 +430,7 @@ class ReviewMarks(QObject):
             char_format.setBackground(self.highlight_color)
             selection.format = char_format
             selections.append(selection)
-        self.editor.setExtraSelections(selections)
+        HighlightLayers.of(self.editor).set_layer(REVIEW_LAYER, selections)
         self.changed.emit()
 
 
