@@ -177,3 +177,15 @@ def test_screen_reader_hears_each_completion_once(
 
     request_alternatives(qtbot, window)
     assert heard[1:] == ["3 alternatives ready"]
+
+
+def test_status_bar_counts_alternatives(qtbot: QtBot, window: MainWindow) -> None:
+    window.editor.setPlainText(DOCUMENT)
+    window.editor.moveCursor(window.editor.textCursor().MoveOperation.End)
+    request_alternatives(qtbot, window)
+    tokens = sum(
+        len(alternative.result.token_ids)
+        for alternative in window.alternatives.panel.alternatives
+        if alternative.result is not None
+    )
+    assert window.speed_label.text() == f"3 alternatives, {tokens} tokens"

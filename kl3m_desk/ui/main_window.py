@@ -320,7 +320,7 @@ class MainWindow(QMainWindow):
         self.suggestions.generate_requested.connect(self.generate)
         self.suggestions.settings_changed.connect(self._save_settings_timer.start)
         self.suggestions.run_stopped.connect(self._update_controls)
-        self.controller.alternatives_finished.connect(lambda _results: self._update_controls())
+        self.controller.alternatives_finished.connect(self._alternatives_finished)
 
     # --- state shown in the window --------------------------------------------------------
 
@@ -608,6 +608,13 @@ class MainWindow(QMainWindow):
             announce(self.editor, f"Completion ready, {len(result.text.split())} words")
             self.review.result_ready(result)
         self._finish_insertion()
+        self._update_controls()
+
+    @Slot(object)
+    def _alternatives_finished(self, results: list[GenerationResult]) -> None:
+        tokens = sum(len(result.token_ids) for result in results)
+        self.speed_label.setText(f"{len(results)} alternatives, {tokens} tokens")
+        self.speed_label.setToolTip("Choose one in the Alternatives panel and insert it")
         self._update_controls()
 
     @Slot(str)
