@@ -519,3 +519,17 @@ def test_typing_cancels_pending_prefill(qtbot: QtBot, window: MainWindow) -> Non
         qtbot.wait(50)  # well under the pause that starts a prefill
     assert prefills == []
     qtbot.waitUntil(lambda: len(prefills) == 1, timeout=30_000)
+
+
+def test_opened_document_gets_new_window(qtbot: QtBot, window: MainWindow, tmp_path: Path) -> None:
+    first = "Recitals. " * 600  # longer than one window, so the window starts past 0
+    set_document(window, first)
+    result = generate_and_wait(qtbot, window)
+    assert result.prompt.start > 0
+
+    other = tmp_path / "other.txt"
+    other.write_text("The Supplier shall deliver the Goods. " * 40, encoding="utf-8")
+    assert window.open_document(other, ask=False)
+    window.editor.moveCursor(window.editor.textCursor().MoveOperation.End)
+    second = generate_and_wait(qtbot, window)
+    assert second.prompt.start == 0  # the whole short document, not the old window's start

@@ -236,6 +236,16 @@ class InferenceWorker(QObject):
             log.exception("Prefill failed; the next generation computes its prompt in full")
             self._cache.clear()
 
+    @Slot()
+    def forget_window(self) -> None:
+        """Let the next prompt cut a new window, for a document that replaced the last one.
+
+        The cache stays: positions whose tokens still match are reused as always.
+        """
+        self._anchor = None
+        self._history = []
+        self.anchor_changed.emit(None)
+
 
 def _spelled(loaded: LoadedModel, ids: list[int]) -> str:
     text: str = loaded.tokenizer.decode(
@@ -276,6 +286,7 @@ class InferenceController(QObject):
     _request_load = Signal(int, object, object, object)
     _request_generate = Signal(int, str, object, object)
     _request_prefill = Signal(str, int, object)
+    _request_forget_window = Signal()
     _request_alternatives = Signal(int, str, object, int, object)
     _request_pins = Signal(object)
 
@@ -291,6 +302,7 @@ class InferenceController(QObject):
         self._request_load.connect(self._worker.load)
         self._request_generate.connect(self._worker.generate)
         self._request_prefill.connect(self._worker.prefill)
+        self._request_forget_window.connect(self._worker.forget_window)
         self._request_pins.connect(self._worker.set_pins)
         self._request_alternatives.connect(self._worker.generate_alternatives)
         self._worker.load_progress.connect(self._on_load_progress)
@@ -415,6 +427,12 @@ class InferenceController(QObject):
         """Send the current pinned passages ahead of a request; queued signals keep the order."""
         pins = self.pin_source() if self.pin_source is not None else ()
         self._request_pins.emit(pins)
+
+    def forget_window(self) -> None:
+        """Make the next request cut a new prompt window: call it when a document is replaced."""
+        self.cancel_prefill()
+        self.anchor = None
+        self._request_forget_window.emit()
 
     def cancel_prefill(self) -> None:
         """Stop the pending prefill between two chunks; what it computed stays in the cache."""

@@ -656,6 +656,7 @@ class MainWindow(QMainWindow):
         if not self.maybe_save_changes():
             return
         self._end_insertion()
+        self.controller.forget_window()
         self.editor.setPlainText("")
         self.review.clear()
         self.file_path = None
@@ -685,6 +686,7 @@ class MainWindow(QMainWindow):
             self.message_bar.show_message(Topic.DOCUMENT, str(error))
             return False
         self._end_insertion()
+        self.controller.forget_window()
         self.editor.setPlainText(document.text)
         self.review.load_for(path)
         self.newline = document.newline
