@@ -1,8 +1,10 @@
 """Choosing the device, precision and thread count for the model, and checking the choice.
 
 `detect_hardware` collects the few facts the choice depends on, and `choose_device` turns them and
-the user's overrides into a `DeviceChoice`. `select_and_verify` converts a freshly loaded CPU
-float32 model to that choice and compares a few greedy decode steps with float32 before using it.
+the user's overrides into a `DeviceChoice`. `load_and_place` loads the model for that choice: on
+the CPU straight into the chosen dtype, on MPS through `select_and_verify`, which converts a
+freshly loaded CPU float32 model and compares a few greedy decode steps with float32 before using
+it.
 A 16-bit copy that produces NaN or infinite logits, fails on the device, or picks tokens that
 float32 rates clearly worse is dropped, and the model stays on the CPU in float32.
 
@@ -13,7 +15,7 @@ Automatic choice:
   matrix products run many times slower than float32, so such a CPU runs float32.
 
 Memory: kl3m-002-520m's weights take 2.1 GB in float32 and 1.0 GB in a 16-bit dtype. While the
-check runs, both copies exist (about 3.1 GB). After it, the caller drops the float32 model and
+MPS check runs, both copies exist (about 3.1 GB). After it, the caller drops the float32 model and
 keeps 1.0 GB, or keeps 2.1 GB after a fallback. On a Mac, "mps" memory is the same unified memory.
 Nothing here imports Qt.
 """

@@ -231,7 +231,10 @@ class Engine:
         """Bring `cache` to `ids` and return the float32 logits after the last id.
 
         Positions whose tokens match the cache are reused. At least the last id is computed again
-        when all of them match, since its logits are not kept. Raises PrefillCancelled when
+        when all of them match, since its logits are not kept. The last id always goes through
+        the one-token path that `step` uses, alone: in bfloat16 a token computed inside a chunk
+        rounds differently, and the first generated token would then depend on how much of the
+        prompt the cache held. Raises PrefillCancelled when
         `cancel` is set between chunks, and ValueError when `ids` is empty or longer than the
         engine's `capacity`.
         """
@@ -244,16 +247,17 @@ class Engine:
             )
         reused = min(cache.common_prefix(ids), len(ids) - 1)
         cache.truncate(reused)
-        logits: torch.Tensor | None = None
         position = reused
-        while position < len(ids):
+        last = len(ids) - 1
+        while position < last:
             if cancel is not None and cancel.is_set():
                 raise PrefillCancelled
-            end = min(len(ids), position + chunk)
-            logits = self.forward(cache, ids[position:end])
+            end = min(last, position + chunk)
+            self.forward(cache, ids[position:end])
             position = end
-        assert logits is not None
-        return logits
+        if cancel is not None and cancel.is_set():
+            raise PrefillCancelled
+        return self.forward(cache, ids[last:])
 
     def step(self, cache: KVCache, token: int) -> torch.Tensor:
         """Append `token` to `cache` and return the float32 logits after it."""

@@ -280,7 +280,8 @@ def stream_completion(
 
     Runs entirely on the calling thread. `cache` (from `loaded.engine.new_cache()`) carries the
     keys and values of the previous prompt and completion into this one: the prompt's tokens that
-    match it are not computed again, and afterwards it contains this prompt and completion. Without
+    match it are not computed again, and afterwards it contains this prompt and the completion
+    up to its last token, which is never fed back. Without
     it the prompt is computed from scratch. Setting `cancel` stops the loop before the next token
     is chosen, so at most the token being computed is lost and nothing is passed to `on_text`
     after it. The pieces passed to `on_text` join to `result.text`, which is
