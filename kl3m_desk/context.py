@@ -326,12 +326,12 @@ def describe_prompt(prompt: Prompt) -> str:
     """Return one line for the status bar: tokens used and free, pinned passages, dropped text."""
     if prompt.used <= prompt.available:
         free = prompt.available - prompt.used
-        text = f"Context: {prompt.used:,} of {prompt.available:,} tokens used, {free:,} free"
+        text = f"Context: {prompt.used:,} of {prompt.available:,} prompt tokens used, {free:,} free"
     else:
         # An anchored window grows past a new window's size while the user writes on.
         text = (
-            f"Context: {prompt.used:,} tokens used, more than the {prompt.available:,} of a new "
-            "window"
+            f"Context: {prompt.used:,} prompt tokens; the window grew as you wrote, past the "
+            f"{prompt.available:,} a new window starts with"
         )
     if prompt.pinned:
         passages = _plural(_touching_groups(prompt.pinned), "pinned passage")

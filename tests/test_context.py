@@ -251,7 +251,7 @@ def test_status_line_counts_tokens(tiny_model: LoadedModel) -> None:
     prompt = build_prompt_with_pins(tiny_model, text, 64, pins=[definitions_pin(text)])
     free = prompt.available - prompt.used
     line = describe_prompt(prompt)
-    assert line.startswith(f"Context: {prompt.used:,} of 960 tokens used, {free:,} free; ")
+    assert line.startswith(f"Context: {prompt.used:,} of 960 prompt tokens used, {free:,} free; ")
     assert f"1 pinned passage, {prompt.pinned_tokens:,} tokens" in line
     assert f"earliest {prompt.dropped_characters:,} characters dropped" in line
 

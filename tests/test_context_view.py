@@ -36,7 +36,8 @@ CLAUSE = (
 DOCUMENT = DEFINITIONS + "\n\n" + "".join(CLAUSE.format(n=n) for n in range(2, 60))
 MAX_NEW_TOKENS = 24
 STATUS_LINE = re.compile(
-    r"Context: ([\d,]+) of ([\d,]+) tokens used, ([\d,]+) free; 1 pinned passage, ([\d,]+) tokens"
+    r"Context: ([\d,]+) of ([\d,]+) prompt tokens used, ([\d,]+) free; "
+    r"1 pinned passage, ([\d,]+) tokens"
 )
 
 

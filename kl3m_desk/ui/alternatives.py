@@ -264,6 +264,7 @@ class AlternativesCommands(QObject):
         params: Callable[[], SamplingParams],
     ) -> None:
         super().__init__(window)
+        self.window = window
         self.editor = editor
         self.controller = controller
         self.review = review
@@ -357,7 +358,12 @@ class AlternativesCommands(QObject):
         count = self.panel.count_box.value()
         self.pending = True
         self.controller.cancel_prefill()
-        self.dock.show()
+        if not self.dock.isVisible():
+            self.dock.show()
+            # A new bottom dock gets its minimum height, a line or two per card. Give it about
+            # a third of the window so each alternative shows several lines.
+            height = max(self.dock.minimumSizeHint().height(), self.window.height() // 3)
+            self.window.resizeDocks([self.dock], [height], Qt.Orientation.Vertical)
         self.panel.start_request(count)
         self.controller.generate_alternatives(self._text_before, params, count)
 

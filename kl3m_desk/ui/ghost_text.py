@@ -8,9 +8,10 @@ The first line starts at the anchor's cursor rectangle and ends at the right edg
 area. Further lines start at the left edge of the text, one line below the other, wrapped at word
 boundaries as the editor wraps its own text. When the first word does not fit after the anchor,
 the suggestion starts on the next line, without the spaces before that word. Each line is drawn
-on the editor's background colour, so document text under it is hidden while the suggestion
-shows. That is the rest of the anchor's line, and the lines below when the anchor is not at the
-end of the document.
+on a faint tint of the selection colour with a bar at its left edge, so document text under it
+is hidden while the suggestion shows, and the covered area reads as a preview rather than as
+deleted text. That is the rest of the anchor's line, and the lines below when the anchor is not
+at the end of the document.
 
 NOTE: Lines that fall below the viewport are not shown, because the editor scrolls no further than
 the document's last line.
@@ -94,9 +95,13 @@ class GhostText:
         if not self._visible:
             return
         layout, rects = self._layout()
-        background = self.editor.palette().color(QPalette.ColorRole.Base)
+        palette = self.editor.palette()
+        background = _blend(
+            palette.color(QPalette.ColorRole.Base), palette.color(QPalette.ColorRole.Highlight)
+        )
         for rect in rects:
             painter.fillRect(rect, background)
+            painter.fillRect(QRectF(rect.left(), rect.top(), 2.0, rect.height()), self.color)
         painter.save()
         painter.setPen(self.color)
         layout.draw(painter, QPointF(0, 0))
@@ -140,3 +145,12 @@ class GhostText:
             x = left
         layout.endLayout()
         return layout, rects
+
+
+def _blend(base: QColor, accent: QColor, share: float = 0.08) -> QColor:
+    """Return `base` with `share` of `accent` mixed in, an opaque tint for the covered lines."""
+    return QColor.fromRgbF(
+        base.redF() + (accent.redF() - base.redF()) * share,
+        base.greenF() + (accent.greenF() - base.greenF()) * share,
+        base.blueF() + (accent.blueF() - base.blueF()) * share,
+    )

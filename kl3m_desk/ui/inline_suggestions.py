@@ -65,6 +65,7 @@ from kl3m_desk.ui.review_commands import ReviewCommands, plural
 log = logging.getLogger(__name__)
 
 TOGGLE_SHORTCUT = "Ctrl+Shift+I"
+AUTOMATIC_SHORTCUT = "Ctrl+Alt+Shift+I"
 ACCEPT_ALL_KEY = QKeySequence("Tab")
 ACCEPT_WORD_KEY = QKeySequence.StandardKey.MoveToNextWord
 ACCEPT_SENTENCE_KEY = QKeySequence("Ctrl+Down")
@@ -203,7 +204,8 @@ class InlineSuggestions(QObject):
         self.automatic_action.setCheckable(True)
         self.automatic_action.setChecked(self.settings.suggestions.automatic)
         self.automatic_action.setEnabled(self.settings.suggestions.inline)
-        tip = "Start a suggestion at the cursor when typing pauses"
+        self.automatic_action.setShortcut(QKeySequence(AUTOMATIC_SHORTCUT))
+        tip = f"Start a suggestion at the cursor when typing pauses ({AUTOMATIC_SHORTCUT})"
         self.automatic_action.setToolTip(tip)
         self.automatic_action.setStatusTip(tip)
         self.automatic_action.toggled.connect(self._automatic_toggled)

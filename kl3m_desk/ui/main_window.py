@@ -209,6 +209,8 @@ class MainWindow(QMainWindow):
         edit_menu = self.menuBar().addMenu("&Edit")
         edit_menu.addAction(self.undo_action)
         edit_menu.addAction(self.redo_action)
+        edit_menu.addSeparator()
+        edit_menu.addActions(self._clipboard_actions())
         draft_menu = self.menuBar().addMenu("&Draft")
         draft_menu.addAction(self.generate_action)
         draft_menu.addAction(self.finish_sentence_action)
@@ -235,6 +237,26 @@ class MainWindow(QMainWindow):
         toolbar.addSeparator()
         toolbar.addAction(self.generate_action)
         toolbar.addAction(self.stop_action)
+
+    def _clipboard_actions(self) -> list[QAction]:
+        # The editor's own context menu has these too; the Edit menu shows their shortcuts.
+        editor = self.editor
+        entries = (
+            ("Cu&t", editor.cut, QKeySequence.StandardKey.Cut),
+            ("&Copy", editor.copy, QKeySequence.StandardKey.Copy),
+            ("&Paste", editor.paste, QKeySequence.StandardKey.Paste),
+            ("Select &All", editor.selectAll, QKeySequence.StandardKey.SelectAll),
+        )
+        actions = []
+        for text, slot, key in entries:
+            action = QAction(text, self)
+            action.setShortcut(key)
+            # The editor handles these keys itself while it has focus; the menu entry must not
+            # take them over as a window-wide shortcut.
+            action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+            action.triggered.connect(slot)
+            actions.append(action)
+        return actions
 
     def _create_docks(self) -> None:
         templates_dock = QDockWidget("Clause templates", self)
@@ -284,9 +306,12 @@ class MainWindow(QMainWindow):
         self.cancel_load_button.setToolTip("Stop loading or importing the model")
         self.cancel_load_button.setVisible(False)
         self.cancel_load_button.clicked.connect(self.cancel_load)
+        # The context and speed labels are normal widgets, which the status bar hides while it
+        # shows a message, so that long messages such as key hints have room. Permanent widgets
+        # stay visible and would cut those messages short.
+        status.addWidget(self.context_label)
+        status.addWidget(self.speed_label)
         status.addPermanentWidget(self.review.counter_label)
-        status.addPermanentWidget(self.context_label)
-        status.addPermanentWidget(self.speed_label)
         status.addPermanentWidget(self.load_progress)
         status.addPermanentWidget(self.cancel_load_button)
         status.addPermanentWidget(self.model_label)

@@ -173,7 +173,8 @@ class ReviewMarks(QObject):
         cursor.setPosition(passage.end)
         cursor.setPosition(passage.start, QTextCursor.MoveMode.KeepAnchor)
         self.editor.setTextCursor(cursor)
-        self.editor.ensureCursorVisible()
+        # Centring shows the lines after the start too, where the passage continues.
+        self.editor.centerCursor()
 
     def mark_reviewed(self, passage: TrackedPassage) -> None:
         """Mark `passage` reviewed now, which removes its highlight and margin mark."""
