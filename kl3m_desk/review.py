@@ -6,7 +6,9 @@ ids and text, the generated text and tokens, and the time. It also records wheth
 passage was marked reviewed. The records of a document saved as `contract.txt` are written
 beside it as `contract.txt.kl3m.json` (see `sidecar_path`), with the position and current text
 of each passage. The same file keeps the passages pinned into every prompt (see
-kl3m_desk.context), so that they come back with the document. Files without them still load.
+kl3m_desk.context), so that they come back with the document, and the values last entered in
+clause template fields (the parties, the governing state), which are offered again as defaults.
+Files without pins or field values still load.
 
 Positions in the file count Unicode code points of the document text with "\\n" line endings,
 which is the text `kl3m_desk.documents.read_document` returns, whatever line endings the file
@@ -367,6 +369,8 @@ class ReviewFile:
     unplaced: list[GenerationRecord] = field(default_factory=list)
     # Passages pinned into every prompt (see kl3m_desk.context), in document order.
     pins: list[PinnedPassage] = field(default_factory=list)
+    # The last value entered for each clause template field name in this document.
+    field_values: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def for_text(
@@ -414,6 +418,7 @@ class ReviewFile:
                 {"start": pin.start, "end": pin.end, "text": pin.text}
                 for pin in sorted(self.pins, key=lambda pin: pin.start)
             ],
+            "field_values": dict(sorted(self.field_values.items())),
         }
 
 
@@ -468,6 +473,11 @@ def read_review_file(path: Path) -> ReviewFile:
         GenerationRecord.from_json(item, f"{where}, unplaced record {number}")
         for number, item in enumerate(unplaced_data, start=1)
     ]
+    field_values = root.get("field_values", {})  # absent in files written before field values
+    if not isinstance(field_values, dict) or not all(
+        isinstance(value, str) for value in field_values.values()
+    ):
+        raise ReviewFileError(f"{path}: field_values must be an object of strings.")
     pins = []
     for number, item in enumerate(pinned_data, start=1):
         item_where = f"{where}, pinned passage {number}"
@@ -479,6 +489,7 @@ def read_review_file(path: Path) -> ReviewFile:
         passages=passages,
         unplaced=unplaced,
         pins=pins,
+        field_values=dict(field_values),
     )
 
 

@@ -243,8 +243,8 @@ FIELD = '[[fields]]\nname = "party"\nlabel = "Party"\n'
             id="missing-label",
         ),
         pytest.param(
-            'title = "T"\ntext = "{party}. "\n' + FIELD + 'kind = "date"\n',
-            'unknown kind "date"',
+            'title = "T"\ntext = "{party}. "\n' + FIELD + 'kind = "currency"\n',
+            'unknown kind "currency"',
             id="unknown-kind",
         ),
         pytest.param(

@@ -32,6 +32,7 @@ from kl3m_desk.stopping import StopAt
 from kl3m_desk.templates import ClauseTemplate, TemplateLibrary
 from kl3m_desk.ui.accessibility import announce
 from kl3m_desk.ui.alternatives import AlternativesCommands
+from kl3m_desk.ui.clause_library import ClauseLibraryCommands
 from kl3m_desk.ui.context_view import ContextView
 from kl3m_desk.ui.download import DownloadTask
 from kl3m_desk.ui.editor import DraftEditor, StreamInsertion, document_text, text_before
@@ -81,7 +82,6 @@ class MainWindow(QMainWindow):
         self.controller = controller or InferenceController(self)
         self.file_path: Path | None = None
         self.newline = "\n"
-        self.field_values: dict[str, str] = {}  # template values entered for this document
         self._insertion: StreamInsertion | None = None
         self._download: DownloadTask | None = None
         self.download_endpoint: str | None = None  # None: the Hugging Face Hub
@@ -107,6 +107,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
 
         self.templates_panel = TemplatesPanel(library)
+        self.clause_library = ClauseLibraryCommands(self, self.editor, self.templates_panel)
         self.parameters_panel = ParametersPanel(settings.sampling)
         self.review = ReviewCommands(self, self.editor, self.message_bar, self.statusBar())
         self.context_view = ContextView(
@@ -228,6 +229,8 @@ class MainWindow(QMainWindow):
         draft_menu.addSeparator()
         for item in self.context_view.actions:
             draft_menu.addAction(item)
+        draft_menu.addSeparator()
+        draft_menu.addAction(self.clause_library.action)
 
         toolbar = self.addToolBar("Drafting")
         toolbar.setObjectName("draftingToolbar")
@@ -657,9 +660,9 @@ class MainWindow(QMainWindow):
 
     def choose_template(self, template: ClauseTemplate) -> None:
         """Ask for the template's fields, then insert it and continue."""
-        dialog = TemplateFieldsDialog(template, self.field_values, self)
+        dialog = TemplateFieldsDialog(template, self.review.field_values, self)
         if dialog.exec() == TemplateFieldsDialog.DialogCode.Accepted:
-            self.field_values.update(dialog.values())
+            self.review.field_values.update(dialog.values())
             self.insert_template_text(dialog.filled_text)
 
     def insert_template_text(self, text: str) -> None:
@@ -686,7 +689,6 @@ class MainWindow(QMainWindow):
         self.review.clear()
         self.file_path = None
         self.newline = "\n"
-        self.field_values = {}
         self.editor.document().setModified(False)
         self._update_title()
         self._update_controls()
@@ -716,7 +718,6 @@ class MainWindow(QMainWindow):
         self.review.load_for(path)
         self.newline = document.newline
         self.file_path = path
-        self.field_values = {}
         self.editor.document().setModified(False)
         self._update_title()
         self._update_controls()

@@ -80,6 +80,8 @@ class ReviewCommands(QObject):
         self.document_path: Path | None = None
         # The editor's pinned passages, which the records file keeps too. The window sets them.
         self.pins: PinnedPassages | None = None
+        # Values entered in clause template fields, by field name, saved with the records.
+        self.field_values: dict[str, str] = {}
 
         self.counter_label = QLabel()
         self.counter_label.setAccessibleName("Unreviewed generated passages")
@@ -326,6 +328,7 @@ class ReviewCommands(QObject):
         self.marks.clear()
         if self.pins is not None:
             self.pins.clear()
+        self.field_values = {}
         self.document_path = None
 
     def load_for(self, document: Path) -> None:
@@ -338,6 +341,7 @@ class ReviewCommands(QObject):
         self.marks.clear()
         if self.pins is not None:
             self.pins.clear()
+        self.field_values = {}
         path = sidecar_path(document)
         if not path.exists():
             return
@@ -352,6 +356,7 @@ class ReviewCommands(QObject):
             )
             return
         placement = self.marks.load(review_file)
+        self.field_values = dict(review_file.field_values)
         pins_message = self._load_pins(document, review_file)
         log.info(
             "Loaded %d generation records from %s: %d placed, %d moved, %d not found",
@@ -389,6 +394,7 @@ class ReviewCommands(QObject):
         review_file = self.marks.review_file()
         if self.pins is not None:
             review_file.pins = list(self.pins.snapshot())
+        review_file.field_values = dict(self.field_values)
         return review_file
 
     @staticmethod
@@ -428,15 +434,16 @@ class ReviewCommands(QObject):
     def save_for(self, document: Path) -> bool:
         """Write the records file beside `document`, which was just saved.
 
-        A document without records or pinned passages gets no records file, and an old one
-        beside it is removed. Returns False, after showing why, when the file could not be written.
+        A document without records, pinned passages or field values gets no records file, and an
+        old one beside it is removed. Returns False, after showing why, when the file could not
+        be written.
         """
         self.document_path = document
         path = sidecar_path(document)
         self._fill_fingerprints(wait=True)
         review_file = self._review_file()
         try:
-            if review_file.records or review_file.pins:
+            if review_file.records or review_file.pins or review_file.field_values:
                 write_review_file(path, review_file, document.name)
             elif path.exists():
                 path.unlink()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QDate, Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
+    QDateEdit,
     QDialog,
     QDialogButtonBox,
     QFormLayout,
@@ -18,11 +19,20 @@ from PySide6.QtWidgets import (
 )
 
 from kl3m_desk.templates import (
+    AMOUNT_KIND,
+    CHOICE_KIND,
+    DATE_KIND,
     ClauseTemplate,
     TemplateField,
     TemplateFieldError,
     TemplateLibrary,
+    resolve_date_default,
 )
+
+# Qt's display format for a date field, the US legal style the filled text uses.
+DATE_DISPLAY_FORMAT = "MMMM d, yyyy"
+
+FieldInput = QLineEdit | QComboBox | QDateEdit
 
 _TEMPLATE_ROLE = Qt.ItemDataRole.UserRole
 
@@ -107,7 +117,9 @@ class TemplatesPanel(QWidget):
             visible_children = 0
             for child in children:
                 template: ClauseTemplate = child.data(0, _TEMPLATE_ROLE)
-                haystack = f"{template.title} {template.category} {template.description}"
+                haystack = " ".join(
+                    (template.title, template.category, template.description, template.text)
+                )
                 matches = needle in haystack.casefold()
                 child.setHidden(not matches)
                 visible_children += matches
@@ -143,7 +155,7 @@ class TemplateFieldsDialog(QDialog):
 
         form = QFormLayout()
         layout.addLayout(form)
-        self.inputs: dict[str, QLineEdit | QComboBox] = {}
+        self.inputs: dict[str, FieldInput] = {}
         for field in template.fields:
             widget = self._create_input(field, remembered.get(field.name) or field.default)
             form.addRow(f"{field.label}:", widget)
@@ -163,26 +175,44 @@ class TemplateFieldsDialog(QDialog):
         layout.addWidget(buttons)
 
     @staticmethod
-    def _create_input(field: TemplateField, initial: str) -> QLineEdit | QComboBox:
-        widget: QLineEdit | QComboBox
-        if field.kind == "choice":
+    def _create_input(field: TemplateField, initial: str) -> FieldInput:
+        widget: FieldInput
+        if field.kind == CHOICE_KIND:
             widget = QComboBox()
             widget.addItems(list(field.choices))
             if initial in field.choices:
                 widget.setCurrentText(initial)
+            elif field.default in field.choices:
+                widget.setCurrentText(field.default)
+        elif field.kind == DATE_KIND:
+            widget = QDateEdit()
+            widget.setCalendarPopup(True)
+            widget.setDisplayFormat(DATE_DISPLAY_FORMAT)
+            try:
+                day = resolve_date_default(initial)
+            except ValueError:  # a remembered value that is not a date falls back to the default
+                day = resolve_date_default(field.default)
+            widget.setDate(QDate(day.year, day.month, day.day))
         else:
             widget = QLineEdit(initial)
-            if not field.default:
+            if field.kind == AMOUNT_KIND:
+                widget.setPlaceholderText("$0.00")
+            elif not field.default:
                 widget.setPlaceholderText("required")
         widget.setAccessibleName(field.label)
         return widget
 
     def values(self) -> dict[str, str]:
-        """Return the values entered, keyed by field name."""
-        return {
-            name: widget.currentText() if isinstance(widget, QComboBox) else widget.text()
-            for name, widget in self.inputs.items()
-        }
+        """Return the values entered, keyed by field name; dates as ISO dates."""
+        values = {}
+        for name, widget in self.inputs.items():
+            if isinstance(widget, QComboBox):
+                values[name] = widget.currentText()
+            elif isinstance(widget, QDateEdit):
+                values[name] = widget.date().toString(Qt.DateFormat.ISODate)
+            else:
+                values[name] = widget.text()
+        return values
 
     def accept(self) -> None:
         """Fill the template; on a missing or invalid value show why and stay open."""
