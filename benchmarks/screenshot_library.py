@@ -89,7 +89,11 @@ def main() -> int:
 
         def finish() -> None:
             path = options.output / "clause-library.png"
-            QGuiApplication.primaryScreen().grabWindow(0).save(str(path))
+            # Only the dialog: without a window manager it has no frame, and against the main
+            # window behind it its edges would be hard to see.
+            area = dialog.frameGeometry()
+            screen = QGuiApplication.primaryScreen()
+            screen.grabWindow(0, area.x(), area.y(), area.width(), area.height()).save(str(path))
             print(f"Wrote {path}")
             dialog.close()
             window.close()
