@@ -122,6 +122,8 @@ def _decode(path: Path, data: bytes) -> tuple[str, str]:
         return _checked(path, data.decode("utf-8")), "utf-8"
     except UnicodeDecodeError:
         pass
+    if _mostly_ascii_windows_1252(data):
+        return _checked(path, data.decode("cp1252")), "cp1252"
     match = charset_normalizer.from_bytes(data).best()
     if match is None:
         raise _not_text(path, "a binary file or text in an unknown encoding")
@@ -131,6 +133,23 @@ def _decode(path: Path, data: bytes) -> tuple[str, str]:
     if "cp1252" in match.could_be_from_charset:
         encoding = "cp1252"
     return _checked(path, data.decode(encoding)), encoding
+
+
+def _mostly_ascii_windows_1252(data: bytes) -> bool:
+    """Return True for Windows-1252 bytes of which at most a tenth are not ASCII.
+
+    English and Western European text in Windows-1252 is mostly ASCII, with a few "§", curly
+    quotes or accented letters. On a short text of that kind charset-normalizer can guess a
+    distant code page (an 8-byte "Café § 2" reads as Arabic), so such bytes are taken as
+    Windows-1252 first. Text in Cyrillic or Greek code pages is mostly bytes above 0x7F and
+    still goes to charset-normalizer.
+    """
+    try:
+        data.decode("cp1252")
+    except UnicodeDecodeError:
+        return False
+    high = sum(1 for byte in data if byte >= 0x80)
+    return high <= max(2, len(data) // 10)
 
 
 def _checked(path: Path, text: str) -> str:

@@ -257,3 +257,96 @@ def test_numbering_overrides_and_restarts() -> None:
     restarted = numbering.label(paragraph("2", 0))
     assert restarted is not None
     assert restarted.text == "Section 7"
+
+
+def rich_document(folder: Path) -> Path:
+    """Write a .docx with a hyperlink, a text box, a tracked deletion, a soft line break, a
+    content control and a table, built as WordprocessingML the way Word writes them."""
+    document = docx.Document()
+    body = document.element.body
+    namespaces = (
+        f'xmlns:w="{W[1:-1]}" '
+        'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships" '
+        'xmlns:wp="http://schemas.openxmlformats.org/drawingml/2006/wordprocessingDrawing" '
+        'xmlns:a="http://schemas.openxmlformats.org/drawingml/2006/main" '
+        'xmlns:wps="http://schemas.microsoft.com/office/word/2010/wordprocessingShape"'
+    )
+    fragments = [
+        f'<w:p {namespaces}><w:r><w:t xml:space="preserve">See </w:t></w:r>'
+        '<w:hyperlink w:anchor="terms"><w:r><w:t>the Terms</w:t></w:r></w:hyperlink>'
+        '<w:r><w:t xml:space="preserve"> and </w:t></w:r>'
+        '<w:del w:id="90" w:author="Jane Roe" w:date="2026-01-01T00:00:00Z"><w:r>'
+        "<w:delText>the withdrawn schedule</w:delText></w:r></w:del>"
+        '<w:r><w:t xml:space="preserve"> annex.</w:t></w:r></w:p>',
+        f"<w:p {namespaces}><w:r><w:t>Box anchor.</w:t>"
+        "<w:drawing><wp:anchor><a:graphic><a:graphicData><wps:wsp><wps:txbx><w:txbxContent>"
+        "<w:p><w:r><w:t>Confidential draft stamp</w:t></w:r></w:p>"
+        "</w:txbxContent></wps:txbx></wps:wsp></a:graphicData></a:graphic></wp:anchor>"
+        "</w:drawing></w:r></w:p>",
+        f"<w:p {namespaces}><w:r><w:rPr><w:b/></w:rPr><w:t>Notices</w:t><w:br/>"
+        "<w:t>to the address above.</w:t></w:r></w:p>",
+        f'<w:sdt {namespaces}><w:sdtPr><w:alias w:val="Party"/></w:sdtPr><w:sdtContent>'
+        "<w:p><w:r><w:t>Acme Corporation</w:t></w:r></w:p></w:sdtContent></w:sdt>",
+    ]
+    section = body[-1]
+    for fragment in fragments:
+        section.addprevious(etree.fromstring(fragment))
+    table = document.add_table(rows=2, cols=2)
+    for row_index, row in enumerate(table.rows):
+        for cell_index, cell in enumerate(row.cells):
+            cell.text = f"r{row_index}c{cell_index}"
+    path = folder / "rich.docx"
+    document.save(str(path))
+    return path
+
+
+def test_rich_document_warning_names_hidden_text(tmp_path: Path) -> None:
+    opened = read_docx(rich_document(tmp_path))
+    lines = opened.text.split("\n")
+    assert lines[0] == "See the Terms and  annex."
+    assert lines[1] == "Box anchor."
+    assert lines[2:4] == ["Notices", "to the address above."]
+    assert lines[4] == "Acme Corporation"
+    assert lines[5:7] == ["r0c0\tr0c1", "r1c0\tr1c1"]
+    warning = opened.warning
+    assert "“Confidential draft stamp”" in warning
+    assert "1 text box" in warning
+    assert "“the withdrawn schedule”" in warning
+    assert "hyperlinks" in warning
+    assert "content controls" in warning
+    assert "1 table " in warning
+
+
+def test_rich_document_edits_saved(tmp_path: Path) -> None:
+    path = rich_document(tmp_path)
+    opened = read_docx(path)
+    before = body_paragraphs(opened.source)
+
+    unchanged = render_docx(opened.source, opened.text, [], set())
+    assert [etree.tostring(p) for p in body_paragraphs(unchanged)] == [
+        etree.tostring(p) for p in before
+    ]
+
+    edited = (
+        opened.text.replace("to the address above.", "to the address below.")
+        .replace("Acme Corporation", "Acme Corporation, Inc.")
+        .replace("r1c0\tr1c1", "r1c0\tchanged cell")
+    )
+    data = render_docx(opened.source, edited, [], set())
+    saved = tmp_path / "saved.docx"
+    saved.write_bytes(data)
+    assert read_docx(saved).text == edited
+
+    after = body_paragraphs(data)
+    # The hyperlink and text box paragraphs were not edited, so they are kept whole.
+    assert etree.tostring(after[0]) == etree.tostring(before[0])
+    assert etree.tostring(after[1]) == etree.tostring(before[1])
+    # The soft line break stays a w:br inside one paragraph, and the bold run stays bold.
+    [notices] = [p for p in after if paragraph_text(p).startswith("Notices")]
+    assert notices.find(f"{W}r/{W}br") is not None
+    assert all(run.find(f"{W}rPr/{W}b") is not None for run in notices.iter(f"{W}r"))
+    body = part(data, "word/document.xml").find(f"{W}body")
+    assert body.find(f"{W}sdt") is None  # an edited content control becomes plain paragraphs
+    cells = [paragraph_text(cell) for cell in body.iter(f"{W}tc")]
+    assert cells == ["r0c0", "r0c1", "r1c0", "changed cell"]
+    assert body[-1].tag == f"{W}sectPr"
