@@ -206,7 +206,8 @@ class _Reader:
             elif name in ("rPr", "lastRenderedPageBreak"):
                 continue
             elif name in ("footnoteReference", "endnoteReference", "commentReference"):
-                simple = False  # the notes themselves are counted from their parts
+                self.note("note reference")  # the notes' text is quoted from their parts
+                simple = False
             elif name in ("fldChar", "instrText"):
                 if name == "fldChar" and child.get(w("fldCharType")) == "begin":
                     self.note("field")
@@ -244,7 +245,14 @@ class _Reader:
             return self.table(element)
         if name == "sectPr":
             return Segment("hidden", element)
-        lines = [line for part in _paragraph_texts(element) for line in part.split("\n")]
+        # Paragraphs inside other elements (content controls, custom XML) are read one by one,
+        # so numbered ones advance their list's counters as Word does.
+        lines = [
+            line
+            for paragraph in element.iter(w("p"))
+            if not any(ancestor.tag == w("txbxContent") for ancestor in paragraph.iterancestors())
+            for line in self.paragraph(paragraph).shown.split("\n")
+        ]
         if name == "sdt":
             self.note("content control")
         elif name == "altChunk":
@@ -392,6 +400,12 @@ def _notes(document: Any, relationship: str, note_tag: str) -> list[str]:
     return texts
 
 
+def _join_words(words: list[str]) -> str:
+    if len(words) <= 2:
+        return " or ".join(words)
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
@@ -430,36 +444,48 @@ def _warning(name: str, document: Any, reader: _Reader) -> str:
             f"text deleted with tracked changes ({quoted})" if quoted else "tracked deletions"
         )
 
-    lost: list[str] = []
-    for feature, noun in (
-        ("hyperlink", "hyperlinks"),
-        ("field", "fields (the result is shown)"),
-        ("content control", "content controls"),
-        ("page or column break", "page breaks"),
-        ("tracked insertion", "tracked changes, which an edit accepts"),
-        ("tracked formatting change", "tracked formatting changes"),
-        ("other inline content", "other inline content"),
-        ("table inside a table", "tables inside tables"),
-    ):
-        if features[feature]:
-            lost.append(noun)
+    # Features that make an edited paragraph fall back to plain runs (see ReadParagraph.runs).
+    lost = [
+        noun
+        for feature, noun in (
+            ("hyperlink", "hyperlinks"),
+            ("field", "fields (their last result is shown)"),
+            ("content control", "content controls"),
+            ("page or column break", "page breaks"),
+            ("tracked insertion", "tracked changes"),
+            ("tracked deletion", "tracked deletions"),
+            ("tracked formatting change", "tracked formatting changes"),
+            ("note reference", "footnote or comment references"),
+            ("text box", "text boxes"),
+            ("image or drawing", "images"),
+            ("equation", "equations"),
+            ("other inline content", "other inline content"),
+            ("table inside a table", "tables inside tables"),
+        )
+        if features[feature]
+    ]
     sentences = [
-        f"{name} is shown as plain text. Unchanged paragraphs, their styles and numbering, "
-        "headers, footers and page setup are saved as they were."
+        f"{name} is shown as plain text. Paragraphs you do not edit are saved exactly as they "
+        "were, and so are headers, footers and page setup."
     ]
     if not_shown:
         sentences.append("Not shown, but saved unchanged: " + "; ".join(not_shown) + ".")
-    if features["table"]:
+    tables = features["table"]
+    if tables:
+        verb = "is" if tables == 1 else "are"
         sentences.append(
-            f"{_plural(features['table'], 'table')} are shown as rows with a tab between cells; "
-            "keep the tabs to keep the cells."
+            f"{_plural(tables, 'table')} {verb} shown as rows with a tab between cells. Keep "
+            "the tabs to keep the cells apart."
         )
     sentences.append(
-        "An edited paragraph keeps its style, numbering and the formatting of unchanged words"
-        + (
-            f", but loses its {', '.join(lost)}, images and note references."
-            if lost
-            else ", but loses images, fields and note references in it."
-        )
+        "An edited paragraph keeps its style, its numbering and the character formatting "
+        "(bold, italic, underline, font, highlight) of unchanged words."
     )
+    if lost:
+        sentences.append(
+            "Editing a paragraph that contains "
+            + _join_words(lost)
+            + " saves it as plain text with its style and numbering, without them, and accepts "
+            "its tracked changes."
+        )
     return " ".join(sentences)

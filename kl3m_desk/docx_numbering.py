@@ -261,6 +261,7 @@ class Numbering:
                 counters[level_index] = start - 1
                 for deeper in range(level_index + 1, LEVELS):
                     counters[deeper] = None
+
         level = self._level(num_id, index)
         current = counters[index]
         counters[index] = level.start if current is None else current + 1
@@ -268,6 +269,7 @@ class Numbering:
             restart_after = self._level(num_id, deeper).restart_after
             if restart_after is None or (restart_after != 0 and index < restart_after):
                 counters[deeper] = None
+
         if level.text is None:
             return Label("", "")
         text = level.text

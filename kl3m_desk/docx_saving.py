@@ -15,7 +15,6 @@ from lxml import etree
 from kl3m_desk.documents import save_file_bytes
 from kl3m_desk.docx_documents import (
     TYPED_LABEL,
-    DocxError,
     ReadParagraph,
     Segment,
     TrackedInsertion,
@@ -538,8 +537,10 @@ def _keep_formatting(
             fill = owners[i1]
         elif new_owners:
             fill = new_owners[-1]
+        elif i1 < len(owners):
+            fill = owners[i1]
         else:
-            fill = owners[i1] if i1 < len(owners) else (owners[-1] if owners else 0)
+            fill = owners[-1] if owners else 0
         new_owners.extend([fill] * (j2 - j1))
     pieces: list[tuple[etree._Element | None, str]] = []
     position = 0
@@ -624,6 +625,3 @@ def new_docx(text: str) -> bytes:
     stream = io.BytesIO()
     docx.Document().save(stream)
     return render_docx(stream.getvalue(), text, [], set())
-
-
-__all__ = ["DocxError", "TrackedInsertion", "new_docx", "render_docx", "save_docx"]
