@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import difflib
 import io
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from lxml import etree
 from kl3m_desk.documents import save_file_bytes
 from kl3m_desk.docx_documents import (
     TYPED_LABEL,
+    DocxError,
     ReadParagraph,
     Segment,
     TrackedInsertion,
@@ -24,6 +26,9 @@ from kl3m_desk.docx_documents import (
 from kl3m_desk.docx_numbering import Numbering, w
 
 XML_SPACE = "{http://www.w3.org/XML/1998/namespace}space"
+# Characters XML 1.0 does not allow, except vertical tab and form feed, which are written as a
+# line break and a page break.
+_XML_INVALID = re.compile("[\x00-\x08\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 
 # A line of the new text, and its offset in code points in the whole text.
 Line = tuple[str, int]
@@ -46,7 +51,10 @@ def render_docx(
     of `authors` (the models of the document's generation records) are the document's own
     generated passages: they are rewritten to match `insertions`, so a passage reviewed since the
     last save loses its redline.
+
+    Raises DocxError when the text has a control character that XML cannot hold.
     """
+    _check_characters(text)
     document = load_package(source, Path("document.docx"))
     segments, reader = read_segments(document)
     writer = _Writer(
@@ -577,6 +585,18 @@ def _split_by_ranges(
     return parts
 
 
+def _check_characters(text: str) -> None:
+    """Raise DocxError for the first character that XML 1.0 cannot hold."""
+    match = _XML_INVALID.search(text)
+    if match is None:
+        return
+    line = text.count("\n", 0, match.start()) + 1
+    raise DocxError(
+        f"The text has the control character U+{ord(match.group()):04X} on line {line}, which a "
+        "Word document cannot hold. Delete it, or save as .txt, and save again."
+    )
+
+
 def _append_text(run: etree._Element, text: str) -> None:
     buffer: list[str] = []
 
@@ -597,6 +617,12 @@ def _append_text(run: etree._Element, text: str) -> None:
         elif char == "\u2011":
             flush()
             etree.SubElement(run, w("noBreakHyphen"))
+        elif char == "\v":  # what Word puts in plain text for a manual line break
+            flush()
+            etree.SubElement(run, w("br"))
+        elif char == "\f":  # a page break in plain text
+            flush()
+            etree.SubElement(run, w("br")).set(w("type"), "page")
         else:
             buffer.append(char)
     flush()

@@ -10,7 +10,7 @@ import docx
 import pytest
 from lxml import etree
 
-from kl3m_desk.docx_documents import TrackedInsertion, read_docx
+from kl3m_desk.docx_documents import DocxError, TrackedInsertion, read_docx
 from kl3m_desk.docx_numbering import Numbering, format_number
 from kl3m_desk.docx_saving import new_docx, render_docx, save_docx
 from tests.conftest import DOCUMENTS_DIR
@@ -350,3 +350,14 @@ def test_rich_document_edits_saved(tmp_path: Path) -> None:
     cells = [paragraph_text(cell) for cell in body.iter(f"{W}tc")]
     assert cells == ["r0c0", "r0c1", "r1c0", "changed cell"]
     assert body[-1].tag == f"{W}sectPr"
+
+
+def test_control_characters_on_save(tmp_path: Path) -> None:
+    data = render_docx(new_docx(""), "Line one\vcontinued\fNext page", [], set())
+    [paragraph] = body_paragraphs(data)
+    breaks = [br.get(f"{W}type") for br in paragraph.iter(f"{W}br")]
+    assert breaks == [None, "page"]
+    assert paragraph_text(paragraph) == "Line onecontinuedNext page"
+
+    with pytest.raises(DocxError, match="U\\+0007 on line 2"):
+        render_docx(new_docx(""), "First\nBell \x07 here", [], set())
