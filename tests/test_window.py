@@ -396,14 +396,25 @@ def test_unsaved_changes_prompt(
     assert not window.isVisible()
 
 
-def test_non_utf8_file_reported(qtbot: QtBot, tmp_path: Path) -> None:
+def test_non_utf8_file_opened_with_notice(qtbot: QtBot, tmp_path: Path) -> None:
+    window = make_window(qtbot)
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("Caf\xe9 § 2".encode("latin-1"))
+    assert window.open_document(path)
+    assert document_text(window.editor.document()) == "Caf\xe9 § 2"
+    assert "not UTF-8" in window.message_bar.label.text()
+    assert "Windows-1252" in window.message_bar.label.text()
+    window.controller.shutdown()
+
+
+def test_binary_file_reported(qtbot: QtBot, tmp_path: Path) -> None:
     window = make_window(qtbot)
     qtbot.keyClicks(window.editor, "Keep me")
-    path = tmp_path / "latin1.txt"
-    path.write_bytes("Caf\xe9".encode("latin-1"))
+    path = tmp_path / "scan.txt"
+    path.write_bytes(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     window.editor.document().setModified(False)
     assert not window.open_document(path)
-    assert "not UTF-8" in window.message_bar.label.text()
+    assert "is a PDF file, not a text document" in window.message_bar.label.text()
     assert document_text(window.editor.document()) == "Keep me"
     window.controller.shutdown()
 
@@ -412,13 +423,13 @@ def test_document_error_survives_model_load(
     qtbot: QtBot, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     window = make_window(qtbot)
-    path = tmp_path / "latin1.txt"
-    path.write_bytes("Caf\xe9".encode("latin-1"))
+    path = tmp_path / "scan.txt"
+    path.write_bytes(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     window.load_model(tiny_model_dir)
     assert not window.open_document(path, ask=False)
     qtbot.waitUntil(lambda: window.controller.model is not None, timeout=30_000)
     assert window.message_bar.isVisible()
-    assert any("not UTF-8" in text for text in window.message_bar.messages())
+    assert any("not a text document" in text for text in window.message_bar.messages())
     window.controller.shutdown()
 
 

@@ -22,7 +22,8 @@ from PySide6.QtWidgets import (
 )
 
 from kl3m_desk import APP_NAME
-from kl3m_desk.documents import DocumentError, TextDocument, read_document, save_document
+from kl3m_desk.document_formats import FileFormat, open_file, save_file
+from kl3m_desk.documents import DocumentError
 from kl3m_desk.generation import GenerationResult, Prompt
 from kl3m_desk.model import LoadedModel
 from kl3m_desk.model_catalog import list_models, models_dir
@@ -36,6 +37,7 @@ from kl3m_desk.ui.clause_library import ClauseLibraryCommands
 from kl3m_desk.ui.context_view import ContextView
 from kl3m_desk.ui.download import DownloadTask
 from kl3m_desk.ui.editor import DraftEditor, StreamInsertion, document_text, text_before
+from kl3m_desk.ui.file_commands import DOCUMENT_FILTER, PDF_FILTER, export_pdf, tracked_insertions
 from kl3m_desk.ui.first_run import APPROXIMATE_MODEL_SIZE, FirstRunPanel
 from kl3m_desk.ui.inference import InferenceController
 from kl3m_desk.ui.inline_suggestions import InlineSuggestions
@@ -49,8 +51,6 @@ log = logging.getLogger(__name__)
 
 # Milliseconds without typing or cursor moves before the prompt at the cursor is computed ahead.
 PREFILL_DELAY_MS = 600
-
-DOCUMENT_FILTER = "Text documents (*.txt *.md);;All files (*)"
 
 # Shown once, after the first model loads, so no draft is mistaken for legal advice.
 MODEL_LIMITATIONS = (
@@ -81,7 +81,7 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.controller = controller or InferenceController(self)
         self.file_path: Path | None = None
-        self.newline = "\n"
+        self.file_format = FileFormat()  # encoding, line ending or Word package of the file
         self._insertion: StreamInsertion | None = None
         self._download: DownloadTask | None = None
         self.download_endpoint: str | None = None  # None: the Hugging Face Hub
@@ -159,6 +159,9 @@ class MainWindow(QMainWindow):
         )
         self.save_action = action("&Save", self.save, QKeySequence.StandardKey.Save)
         self.save_as_action = action("Save &As…", self.save_as, QKeySequence.StandardKey.SaveAs)
+        self.export_pdf_action = action(
+            "&Export as PDF…", self.export_pdf_dialog, None, "Print the document to a PDF file"
+        )
         self.choose_model_action = action(
             "Choose &Model Folder…",
             self.choose_model_folder,
@@ -201,6 +204,7 @@ class MainWindow(QMainWindow):
         file_menu = self.menuBar().addMenu("&File")
         for item in (self.new_action, self.open_action, self.save_action, self.save_as_action):
             file_menu.addAction(item)
+        file_menu.addAction(self.export_pdf_action)
         file_menu.addAction(self.review.export_action)
         file_menu.addSeparator()
         file_menu.addAction(self.choose_model_action)
@@ -688,7 +692,8 @@ class MainWindow(QMainWindow):
         self.editor.setPlainText("")
         self.review.clear()
         self.file_path = None
-        self.newline = "\n"
+        self.file_format = FileFormat()
+        self.message_bar.clear(Topic.FORMAT)
         self.editor.document().setModified(False)
         self._update_title()
         self._update_controls()
@@ -707,22 +712,25 @@ class MainWindow(QMainWindow):
         if ask and not self.maybe_save_changes():
             return False
         try:
-            document = read_document(path)
+            document = open_file(path)
         except DocumentError as error:
             log.warning("Could not open %s: %s", path, error)
             self.message_bar.show_message(Topic.DOCUMENT, str(error))
             return False
         self._end_insertion()
         self.controller.forget_window()
+        self.message_bar.clear(Topic.FORMAT)
         self.editor.setPlainText(document.text)
         self.review.load_for(path)
-        self.newline = document.newline
+        self.file_format = document.file_format
+        if document.notice:
+            self.message_bar.show_message(Topic.FORMAT, document.notice)
         self.file_path = path
         self.editor.document().setModified(False)
         self._update_title()
         self._update_controls()
         if document.mixed_newlines:
-            ending = "CRLF" if document.newline == "\r\n" else "LF"
+            ending = "CRLF" if document.file_format.newline == "\r\n" else "LF"
             self.statusBar().showMessage(
                 f"{path.name} mixes line endings; saving will use {ending} throughout.", 8000
             )
@@ -741,7 +749,7 @@ class MainWindow(QMainWindow):
         """Ask for a file name and save there."""
         if not self.review.confirm_unreviewed("Save"):
             return False
-        start = str(self.file_path or Path.home() / "Untitled.txt")
+        start = str(self.file_path or Path.home() / "Untitled.docx")
         name, _ = QFileDialog.getSaveFileName(self, "Save document", start, DOCUMENT_FILTER)
         if not name:
             return False
@@ -750,18 +758,45 @@ class MainWindow(QMainWindow):
     def save_to(self, path: Path) -> bool:
         """Save the document to `path`; on failure show why and keep the document open."""
         text = document_text(self.editor.document())
+        insertions, authors = tracked_insertions(self.review.marks)
         try:
-            save_document(path, TextDocument(text=text, newline=self.newline))
+            self.file_format, notice = save_file(path, text, self.file_format, insertions, authors)
         except DocumentError as error:
             log.warning("Could not save %s: %s", path, error)
             self.message_bar.show_message(Topic.DOCUMENT, str(error), self.save_as_action)
             return False
+        if notice:
+            self.message_bar.show_message(Topic.FORMAT, notice)
         self.review.save_for(path)  # shows why when the records could not be written
         self.file_path = path
         self.editor.document().setModified(False)
         self._update_title()
         self.statusBar().showMessage(f"Saved {path}", 4000)
         log.info("Saved %s", path)
+        return True
+
+    def export_pdf_dialog(self) -> None:
+        """Ask for a PDF file name and print the document there."""
+        base = self.file_path or Path.home() / "Untitled"
+        name, _ = QFileDialog.getSaveFileName(
+            self, "Export as PDF", str(base.with_suffix(".pdf")), PDF_FILTER
+        )
+        if name:
+            self.export_pdf_to(Path(name))
+
+    def export_pdf_to(self, path: Path) -> bool:
+        """Print the document to the PDF `path`; on failure show why."""
+        try:
+            export_pdf(self.editor, path)
+        except OSError as error:
+            log.warning("Could not export %s: %s", path, error)
+            self.message_bar.show_message(
+                Topic.DOCUMENT,
+                f"The PDF {path} could not be written: {error}. Choose another folder.",
+                self.export_pdf_action,
+            )
+            return False
+        self.statusBar().showMessage(f"Exported {path}", 4000)
         return True
 
     def ask_unsaved_changes(self) -> UnsavedChoice:

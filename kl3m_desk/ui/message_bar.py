@@ -15,6 +15,7 @@ class Topic(Enum):
     MODEL = "model"
     GENERATION = "generation"
     DOCUMENT = "document"
+    FORMAT = "format"  # what a file's format could not keep, or the encoding a file was read in
     SETTINGS = "settings"
     CONTEXT = "context"  # pinned passages that do not fit the model's window
     NOTICE = "notice"  # information to read once, such as the model's limitations
