@@ -18,7 +18,8 @@ punctuation. On the GUI thread, the benchmark measures:
   suggestions and every slot those changes trigger synchronously;
 - the longest event-loop stall while streaming: the longest gap between two ticks of a 5 ms
   `QTimer`, which also covers layout and painting;
-- the time to open each document, from `open_document` until the event loop is idle again.
+- the time to open each document, from `open_document` until the event loop is idle again;
+- the cost of a keystroke in the middle of the document and of scrolling down one page.
 
 The figures go to their own section of a Markdown page (default docs/benchmarks.md), with the
 ratio of the 1,000,000-character document's figures to the 2,000-character one's.
@@ -56,9 +57,11 @@ REPORT_SECTION = "long-document"  # this script's section of the output page
 SOURCE_NAME = "outsourcing_agreement_long.txt"
 SIZES = (2_000, 1_000_000)
 HEARTBEAT_MS = 5
-TOKEN_INTERVAL_SECONDS = 0.02  # a forced token every 20 ms, faster than kl3m-002-520m on a laptop
+TOKEN_INTERVAL_SECONDS = 0.02  # the pause before each forced token: at most 50 tokens per second
 TARGET_RATIO = 1.5
 WAIT_SECONDS = 120.0
+TYPED_TEXT = " and the Customer shall pay the Charges within thirty (30) days of the invoice date"
+SCROLL_STEPS = 20  # the 2,000-character document is shorter than this many pages
 
 
 @dataclass(frozen=True)
@@ -66,10 +69,28 @@ class StreamFigures:
     """Figures of one streamed completion, in milliseconds."""
 
     insertions: int
+    start_ms: float  # the window's `generate()` call, before any piece
     median_ms: float
     p95_ms: float
     max_ms: float
     longest_stall_ms: float
+
+
+@dataclass(frozen=True)
+class StepFigures:
+    """Median and 95th percentile of repeated steps such as keystrokes, in milliseconds."""
+
+    steps: int
+    median_ms: float
+    p95_ms: float
+
+    @classmethod
+    def of(cls, seconds: list[float]) -> StepFigures:
+        """Summarize step durations given in seconds."""
+        milliseconds = [value * 1000 for value in seconds]
+        return cls(
+            len(milliseconds), statistics.median(milliseconds), percentile(milliseconds, 0.95)
+        )
 
 
 @dataclass(frozen=True)
@@ -80,6 +101,8 @@ class DocumentFigures:
     lines: int
     open_seconds: float
     streams: dict[str, StreamFigures]  # by cursor position: "end", "middle"
+    typing: StepFigures  # one keystroke in the middle, with the event loop run after it
+    scrolling: StepFigures  # one page down, painted
 
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -164,6 +187,8 @@ class StreamProbe:
     def before_slots(self, _piece: str) -> None:
         """First slot of `text_ready`: connected before the window's."""
         self._started = time.perf_counter()
+        if self.armed and not self.costs:
+            self.ticks = [self._started]  # stalls count from the first piece on
 
     def after_slots(self, _piece: str) -> None:
         """Last slot of `text_ready`: connected after the window's."""
@@ -296,12 +321,16 @@ def run(work: Path, source: str, tokenizer_dir: Path, insertions: int) -> list[D
             streams[where] = stream_once(app, window, probe, insertions)
             window.undo()  # remove the completion, so the next one sees the same document
             settle(app)
+        typing = type_keys(app, window, len(text) // 2, TYPED_TEXT)
+        scrolling = scroll_pages(app, window, SCROLL_STEPS)
         results.append(
             DocumentFigures(
                 characters=size,
                 lines=window.editor.document().blockCount(),
                 open_seconds=open_seconds,
                 streams=streams,
+                typing=typing,
+                scrolling=scrolling,
             )
         )
         print(f"  {size:,} characters done", file=sys.stderr, flush=True)
@@ -312,13 +341,55 @@ def run(work: Path, source: str, tokenizer_dir: Path, insertions: int) -> list[D
     return results
 
 
+def type_keys(app: object, window: object, position: int, text: str) -> StepFigures:
+    """Type `text` at `position` one key at a time and return the cost of each keystroke."""
+    from PySide6.QtGui import QTextCursor
+    from PySide6.QtTest import QTest
+
+    from kl3m_desk.ui.main_window import MainWindow
+
+    assert isinstance(window, MainWindow)
+    cursor = window.editor.textCursor()
+    cursor.setPosition(position, QTextCursor.MoveMode.MoveAnchor)
+    window.editor.setTextCursor(cursor)
+    window.editor.ensureCursorVisible()
+    settle(app)
+    durations = []
+    for character in text:
+        started = time.perf_counter()
+        QTest.keyClick(window.editor, character)
+        settle(app)
+        durations.append(time.perf_counter() - started)
+    return StepFigures.of(durations)
+
+
+def scroll_pages(app: object, window: object, steps: int) -> StepFigures:
+    """Scroll down one page at a time from the top, painting each page, and time each step."""
+    from kl3m_desk.ui.main_window import MainWindow
+
+    assert isinstance(window, MainWindow)
+    bar = window.editor.verticalScrollBar()
+    bar.setValue(0)
+    settle(app)
+    durations = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        bar.setValue(bar.value() + bar.pageStep())
+        window.editor.viewport().repaint()
+        settle(app)
+        durations.append(time.perf_counter() - started)
+    return StepFigures.of(durations)
+
+
 def stream_once(app: object, window: object, probe: StreamProbe, insertions: int) -> StreamFigures:
     """Run one forced completion at the cursor and return its figures."""
     from kl3m_desk.ui.main_window import MainWindow
 
     assert isinstance(window, MainWindow)
     probe.arm()
+    started = time.perf_counter()
     window.generate()
+    start_seconds = time.perf_counter() - started
     wait_until(
         app,
         lambda: len(probe.costs) >= insertions or not window.controller.is_generating,
@@ -332,6 +403,7 @@ def stream_once(app: object, window: object, probe: StreamProbe, insertions: int
     milliseconds = [cost * 1000 for cost in costs]
     return StreamFigures(
         insertions=len(milliseconds),
+        start_ms=start_seconds * 1000,
         median_ms=statistics.median(milliseconds),
         p95_ms=percentile(milliseconds, 0.95),
         max_ms=max(milliseconds),
@@ -349,13 +421,14 @@ def render_report(
     """Return the Markdown section with the figures and the ratios of the sizes."""
     short, long = figures[0], figures[-1]
     rows = [
-        "| Document | Cursor | Median per insertion | p95 | Max | Longest stall |",
-        "|---|---|---|---|---|---|",
+        "| Document | Cursor | Start | Median per insertion | p95 | Max | Longest stall |",
+        "|---|---|---|---|---|---|---|",
     ]
     for document in figures:
         for where, stream in document.streams.items():
             rows.append(
-                f"| {document.characters:,} characters | {where} | {stream.median_ms:.3f} ms "
+                f"| {document.characters:,} characters | {where} | {stream.start_ms:.1f} ms "
+                f"| {stream.median_ms:.3f} ms "
                 f"| {stream.p95_ms:.3f} ms | {stream.max_ms:.2f} ms "
                 f"| {stream.longest_stall_ms:.1f} ms |"
             )
@@ -371,11 +444,16 @@ def render_report(
             f"| {large.longest_stall_ms / small.longest_stall_ms:.2f}x "
             f"| median within {TARGET_RATIO}x |"
         )
-    open_rows = ["| Document | Lines | Open |", "|---|---|---|"]
+    open_rows = [
+        "| Document | Lines | Open | Keystroke, median | p95 | Page down, median | p95 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for document in figures:
         open_rows.append(
             f"| {document.characters:,} characters | {document.lines:,} "
-            f"| {document.open_seconds:.2f} s |"
+            f"| {document.open_seconds:.2f} s "
+            f"| {document.typing.median_ms:.2f} ms | {document.typing.p95_ms:.2f} ms "
+            f"| {document.scrolling.median_ms:.2f} ms | {document.scrolling.p95_ms:.2f} ms |"
         )
     machine_lines = "\n".join(f"- {key}: {value}" for key, value in machine.items())
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -409,8 +487,13 @@ the tiny random model (kl3m-002-520m's architecture and the kl3m-001-32k tokeniz
 to write legal text, one token every {TOKEN_INTERVAL_SECONDS * 1000:.0f} ms, so the pieces pass
 through the inference thread and `text_ready` as a completion's do. The cost per insertion is
 the time from the first to the last slot of `text_ready`. The longest stall is the longest gap
-between two ticks of a {HEARTBEAT_MS} ms timer while the completion streams, which includes
-layout and painting. Opening is the time from `open_document` until the event loop is idle.
+between two ticks of a {HEARTBEAT_MS} ms timer from the first piece to the last, which includes
+layout and painting. Start is the window's `generate()` call, which reads the text before the
+cursor once per completion. Opening is the time from `open_document` until the event loop is idle.
+A keystroke is one of {len(TYPED_TEXT)} characters typed in the middle of the document with
+`QTest.keyClick`, until the event loop is idle. A page down moves the scroll bar one page and
+paints the editor, {SCROLL_STEPS} times from the top; in the short document most of these steps
+find the end already reached.
 
 ### Ratio of the {long.characters:,}-character document to the {short.characters:,}-character one
 
@@ -420,7 +503,7 @@ layout and painting. Opening is the time from `open_document` until the event lo
 
 {table}
 
-### Opening
+### Opening, typing and scrolling
 
 {opening}
 """

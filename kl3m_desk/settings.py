@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 SETTINGS_FILE_NAME = "settings.json"
 DEVICE_SETTINGS = ("auto", "cpu", "mps")
 PRECISION_SETTINGS = ("fast", "exact")
-# How JSON names the types that json.loads returns, for messages.
+# JSON names of the types that json.loads returns, for messages.
 JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "true or false"}
 JSON_KINDS[type(None)] = "null"
 

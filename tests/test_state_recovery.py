@@ -1,4 +1,4 @@
-"""Damaged settings, records and cache files: the app starts, keeps a copy and says so once."""
+"""Damaged settings, records and cache files: the app starts, keeps a copy and reports it once."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def backups(path: Path) -> list[Path]:
 
 GOOD_SAMPLING = {"temperature": 0.9, "top_p": 0.5, "top_k": 40}
 
-# name, bytes of settings.json, whether the file is set aside whole
+# name, bytes of settings.json, words the message must contain
 WHOLE_FILE_CASES = [
     ("empty", b"", "is empty"),
     ("whitespace only", b"  \n\n", "is empty"),
