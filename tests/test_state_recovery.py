@@ -11,6 +11,7 @@ import pytest
 from pytestqt.qtbot import QtBot
 
 from kl3m_desk import paths
+from kl3m_desk.download import RECORD_FILE, DownloadError, download_model, plan_download
 from kl3m_desk.fingerprint import CACHE_FILE, fingerprint_weights
 from kl3m_desk.manifest import MANIFEST_FILE, ManifestError, verify_manifest, write_manifest
 from kl3m_desk.params import PARAMETERS_BY_NAME, SamplingParams
@@ -19,8 +20,10 @@ from kl3m_desk.settings import Settings
 from kl3m_desk.templates import load_library
 from kl3m_desk.ui.editor import document_text
 from kl3m_desk.ui.main_window import MainWindow, UnsavedChoice
+from tests.mock_hub import MockHub, loopback_guard
 
 DEFAULTS = Settings(path=Path("unused"))
+REPO = "alea-institute/kl3m-tiny-test"
 
 
 @pytest.fixture(autouse=True)
@@ -352,3 +355,26 @@ def test_damaged_manifest_reported(tiny_model_dir: Path, tmp_path: Path, manifes
         verify_manifest(folder)
     assert str(folder / MANIFEST_FILE) in str(raised.value)
     assert "Reinstall" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "record", [b"", b'{"repo_id": "alea', b"[]"], ids=["empty", "cut off", "array"]
+)
+def test_damaged_download_record_reported(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, record: bytes
+) -> None:
+    target = tmp_path / "models" / "kl3m tiny"
+    target.mkdir(parents=True)
+    (target / RECORD_FILE).write_bytes(record)
+    (target / "notes.txt").write_text("kept", encoding="utf-8")
+
+    with loopback_guard(tmp_path / "network-guard.log", monkeypatch), MockHub() as hub:
+        hub.add_folder(REPO, tiny_model_dir)
+        plan = plan_download(REPO, endpoint=hub.url, timeout=10.0)
+        with pytest.raises(DownloadError) as raised:
+            download_model(plan, target, endpoint=hub.url, timeout=10.0)
+
+    assert str(target / RECORD_FILE) in str(raised.value)
+    assert "damaged" in str(raised.value)
+    assert (target / RECORD_FILE).read_bytes() == record
+    assert (target / "notes.txt").read_text(encoding="utf-8") == "kept"
