@@ -18,7 +18,8 @@ from the first one that changed. The pipeline computes every request from scratc
 The prompts are the legal clause fixtures (`fixtures/legal/*.txt` in the shared folder beside the
 repository, or in $KL3M_DESK_SHARED), joined, repeated as needed and cut to exactly 900 and 200
 tokens with the model's tokenizer. The "edited" prompt is the 900-token prompt with its last
-sentence replaced. Results go to a Markdown page (default docs/benchmarks.md).
+sentence replaced. Results go to their own section of a Markdown page (default
+docs/benchmarks.md), and the rest of the page is kept.
 """
 
 from __future__ import annotations
@@ -39,10 +40,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from report_page import replace_section
+
 REPOSITORY = Path(__file__).resolve().parent.parent
 DEFAULT_SHARED = REPOSITORY.parent / "shared"
 SHARED_ENV = "KL3M_DESK_SHARED"
 DEFAULT_OUTPUT = REPOSITORY / "docs" / "benchmarks.md"
+REPORT_SECTION = "inference"  # this script's section of the output page
 
 LONG_PROMPT_TOKENS = 900
 SHORT_PROMPT_TOKENS = 200
@@ -670,18 +674,18 @@ def render_report(
     runs = "one run" if repeats == 1 else f"the median of {repeats} runs"
     cold_runs = 2 * repeats
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"""# Inference benchmarks
+    return f"""## Inference
 
 Measured on {date} by `benchmarks/bench_inference.py`, in a run that took
 {wall_seconds / 60:.1f} minutes.
 
-## Command
+### Command
 
 ```
 {command}
 ```
 
-## Machine
+### Machine
 
 {machine_lines}
 
@@ -690,7 +694,7 @@ running, and a CI run may have been using them at the same time. Each figure is 
 of each request, except cold TTFT and decode, which are the median of {cold_runs} runs.
 {noise}
 
-## What was measured
+### What was measured
 
 {model_description}
 
@@ -739,18 +743,18 @@ Device choices:
 
 {describe_ways(results)}
 
-## Absolute figures
+### Absolute figures
 
 {absolute}
 
-## Prompts and reused tokens
+### Prompts and reused tokens
 
 Prompt tokens are the tokens the model was given. Reused tokens are the prompt tokens whose keys
 and values the engine took from its cache instead of computing them. The pipeline has no cache.
 
 {prompt_table}
 
-## Ratios against the float32 pipeline
+### Ratios against the float32 pipeline
 
 Decode speedup is engine tokens/s divided by pipeline tokens/s (higher is better). The other
 columns are engine figure divided by pipeline figure (lower is better). Each TTFT is divided by
@@ -758,7 +762,7 @@ the pipeline's TTFT for the same request.
 
 {ratio_table}
 
-## Targets
+### Targets
 
 The targets apply to the Fast engine, against the float32 pipeline.
 
@@ -862,8 +866,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         arguments.repeats,
         max_positions,
     )
-    arguments.output.parent.mkdir(parents=True, exist_ok=True)
-    arguments.output.write_text(report, encoding="utf-8")
+    replace_section(arguments.output, REPORT_SECTION, report)
     print(report)
 
 

@@ -360,6 +360,11 @@ def _check_target_is_replaceable(target: Path) -> None:
         )
     if _read_record(target) is not None:
         return
+    if (target / RECORD_FILE).exists():
+        raise DownloadError(
+            f"The download record {target / RECORD_FILE} is damaged, so kl3m-desk cannot tell "
+            f"which files in {target} it downloaded. Delete that folder or choose another one."
+        )
     if any(target.iterdir()):
         raise DownloadError(
             f"The folder {target} already contains files that kl3m-desk did not download. "

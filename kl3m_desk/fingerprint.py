@@ -31,6 +31,7 @@ from kl3m_desk.download import RECORD_FILE as DOWNLOAD_RECORD_FILE
 from kl3m_desk.manifest import MANIFEST_FILE, sha256_of
 from kl3m_desk.model import ModelLoadError, inspect_model_folder
 from kl3m_desk.settings import write_text_atomically
+from kl3m_desk.state_files import read_state_file
 
 log = logging.getLogger(__name__)
 
@@ -164,13 +165,7 @@ def _cache_path() -> Path:
 
 
 def _read_cache() -> dict[str, Any]:
-    try:
-        data = json.loads(_cache_path().read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as error:
-        log.warning("Ignoring the unreadable sha256 cache %s: %s", _cache_path(), error)
-        return {}
+    data = read_state_file(_cache_path(), dict, "sha256 cache")
     return data if isinstance(data, dict) else {}
 
 

@@ -77,8 +77,20 @@ def verify_manifest(folder: Path, force: bool = False) -> bool:
         return True
     try:
         files = json.loads(manifest_bytes)["files"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ManifestError(f"{manifest_path} is not a valid manifest ({error!r}).") from error
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        raise ManifestError(
+            f"{manifest_path} is not a valid manifest ({error!r}). Reinstall kl3m-desk."
+        ) from error
+    if not isinstance(files, dict) or not all(
+        isinstance(facts, dict)
+        and isinstance(facts.get("size"), int)
+        and isinstance(facts.get("sha256"), str)
+        for facts in files.values()
+    ):
+        raise ManifestError(
+            f"{manifest_path} is not a valid manifest: each file needs a size and a sha256. "
+            "Reinstall kl3m-desk."
+        )
 
     for name, expected in files.items():
         path = folder / name
@@ -99,10 +111,9 @@ def _verified_store() -> Path:
 
 
 def _verified_manifests() -> set[str]:
-    try:
-        data = json.loads(_verified_store().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return set()
+    from kl3m_desk.state_files import read_state_file
+
+    data = read_state_file(_verified_store(), list, "record of verified manifests")
     return {item for item in data if isinstance(item, str)} if isinstance(data, list) else set()
 
 

@@ -74,7 +74,7 @@ class OffsetMap:
     """
 
     def __init__(self, text: str) -> None:
-        if not text or max(text) <= "\uffff":  # the usual case, checked without a Python loop
+        if not _has_astral(text):  # the usual case, checked without a Python loop
             self._astral: list[int] = []
         else:
             self._astral = [index for index, char in enumerate(text) if ord(char) > 0xFFFF]
@@ -88,6 +88,17 @@ class OffsetMap:
     def to_code_point(self, utf16: int) -> int:
         """Return the code point offset of UTF-16 offset `utf16`."""
         return utf16 - bisect.bisect_left(self._astral_utf16, utf16)
+
+
+def _has_astral(text: str) -> bool:
+    """Return True when `text` has a character outside the Basic Multilingual Plane.
+
+    `str.isascii` takes constant time in CPython, and one UTF-16 encoding is several times faster
+    than `max(text)`, which matters for a document of a million characters.
+    """
+    if text.isascii():
+        return False
+    return len(text.encode("utf-16-le", "surrogatepass")) != 2 * len(text)
 
 
 def utf16_length(text: str) -> int:

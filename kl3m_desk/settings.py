@@ -1,10 +1,13 @@
 """The settings file: sampling parameters and the last model folder, kept across restarts.
 
 Settings live in `settings.json` under the user config folder (see kl3m_desk.paths). Loading is
-tolerant. A file that is not valid JSON, or a value of the wrong type, falls back to defaults for
-the bad part. A copy of a damaged file is kept beside it, and the problem is reported once through
-`Settings.load_warnings`. Saving writes a temporary file and renames it over the old one, so a crash
-during a save never leaves a half-written file.
+tolerant. A file that is empty, cut off or not a JSON object is set aside whole, and the defaults
+are used. A value of the wrong type falls back to its default and a number out of range is pulled
+into range, while the other values are kept. In both cases a copy of the file as it was is kept
+beside it (`settings.json.invalid-<time>`), and the problem is reported through
+`Settings.load_warnings`. A repaired file is written back at once, so the same problem is not
+reported again on the next start. Saving writes a temporary file and renames it over the old one,
+so a crash during a save never leaves a half-written file.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -27,6 +31,9 @@ log = logging.getLogger(__name__)
 SETTINGS_FILE_NAME = "settings.json"
 DEVICE_SETTINGS = ("auto", "cpu", "mps")
 PRECISION_SETTINGS = ("fast", "exact")
+# JSON names of the types that json.loads returns, for messages.
+JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "true or false"}
+JSON_KINDS[type(None)] = "null"
 
 
 @dataclass
@@ -57,32 +64,48 @@ class Settings:
             settings._reject_file(f"it could not be read ({error})")
             return settings
 
+        if not raw_text.strip():
+            settings._reject_file("it is empty")
+            return settings
         try:
             data = json.loads(raw_text)
         except json.JSONDecodeError as error:
-            settings._reject_file(f"it is not valid JSON ({error})")
+            settings._reject_file(f"it is not valid JSON, or was cut off ({error})")
             return settings
         if not isinstance(data, dict):
-            settings._reject_file("it does not contain a JSON object")
+            kind = JSON_KINDS.get(type(data), type(data).__name__)
+            settings._reject_file(f"it contains a JSON {kind}, not an object")
             return settings
 
-        settings._read_sampling(data.get("sampling", {}))
-        settings._read_model_dir(data.get("last_model_dir"))
-        settings._read_model_dirs(data.get("model_dirs", []))
-        settings._read_choice("device", data.get("device", "auto"), DEVICE_SETTINGS)
+        settings._read_values(data)
+        if settings.load_warnings:
+            settings._repair_file()
+        return settings
+
+    def _read_values(self, data: dict[str, Any]) -> None:
+        """Take each value of `data` that is valid, warning about the others."""
+        self._read_sampling(data.get("sampling", {}))
+        self._read_model_dir(data.get("last_model_dir"))
+        self._read_model_dirs(data.get("model_dirs", []))
+        self._read_choice("device", data.get("device", "auto"), DEVICE_SETTINGS)
         if "precision" in data:
-            settings._read_choice("precision", data["precision"], PRECISION_SETTINGS)
+            self._read_choice("precision", data["precision"], PRECISION_SETTINGS)
         elif data.get("dtype") == "float32":  # written by versions that stored a dtype
-            settings.precision = "exact"
-        if isinstance(data.get("limitations_shown"), bool):
-            settings.limitations_shown = data["limitations_shown"]
+            self.precision = "exact"
+        if "limitations_shown" in data:
+            if isinstance(data["limitations_shown"], bool):
+                self.limitations_shown = data["limitations_shown"]
+            else:
+                self._warn(
+                    f"The setting limitations_shown={data['limitations_shown']!r} in "
+                    f"{self.path} is not true or false; false is used."
+                )
         if "suggestions" in data:
-            settings.suggestions, problems = SuggestionSettings.from_mapping(
-                data["suggestions"], str(settings.path)
+            self.suggestions, problems = SuggestionSettings.from_mapping(
+                data["suggestions"], str(self.path)
             )
             for problem in problems:
-                settings._warn(problem)
-        return settings
+                self._warn(problem)
 
     def forget_model_dir(self, folder: Path) -> None:
         """Drop `folder` from the remembered model folders, for example after it was removed."""
@@ -110,10 +133,10 @@ class Settings:
         write_text_atomically(self.path, text)
 
     def _reject_file(self, reason: str) -> None:
-        backup = self.path.with_name(f"{self.path.name}.invalid-{time.strftime('%Y%m%d-%H%M%S')}")
+        backup = backup_path(self.path)
         try:
             self.path.replace(backup)
-            kept = f" A copy was kept as {backup}."
+            kept = f" It was moved to {backup}."
         except OSError as error:
             log.warning(
                 "Could not keep a copy of the invalid settings file %s: %s", self.path, error
@@ -122,6 +145,32 @@ class Settings:
         self._warn(
             f"The settings file {self.path} was ignored because {reason}.{kept} "
             "Defaults are used until you change a setting."
+        )
+
+    def _repair_file(self) -> None:
+        """Keep a copy of the file with invalid values, then write the repaired settings."""
+        backup = backup_path(self.path)
+        try:
+            shutil.copy2(self.path, backup)
+        except OSError as error:
+            log.warning("Could not keep a copy of the settings file %s: %s", self.path, error)
+            self.load_warnings.append(
+                f"The settings file {self.path} was left as it was, because no copy of it could "
+                f"be kept ({error})."
+            )
+            return
+        try:
+            self.save()
+        except OSError as error:
+            log.warning("Could not write the repaired settings to %s: %s", self.path, error)
+            self.load_warnings.append(
+                f"The repaired settings could not be written to {self.path} ({error}); check that "
+                "the folder is writable."
+            )
+            return
+        self.load_warnings.append(
+            f"A copy of the file as it was is kept as {backup}, and the file was rewritten with "
+            "the values above."
         )
 
     def _read_sampling(self, raw: object) -> None:
@@ -140,9 +189,10 @@ class Settings:
             except ValueError as error:
                 self._warn(f"{error} The setting in {self.path} was replaced by its default.")
                 continue
-            if number is not None and number != raw[spec.name]:
-                log.info(
-                    "Setting %s=%r was pulled into range as %r", spec.name, raw[spec.name], number
+            if number is not None and not spec.minimum <= float(raw[spec.name]) <= spec.maximum:
+                self._warn(
+                    f"{spec.label} {raw[spec.name]!r} in {self.path} is outside "
+                    f"{spec.describe_range()}; {spec.format_value(number)} is used."
                 )
             values[spec.name] = number
         if STOP_AT.name in raw:
@@ -180,6 +230,17 @@ class Settings:
     def _warn(self, message: str) -> None:
         log.warning("%s", message)
         self.load_warnings.append(message)
+
+
+def backup_path(path: Path) -> Path:
+    """Return a new name beside `path` for a copy of an invalid file, such as `x.invalid-<time>`."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate = path.with_name(f"{path.name}.invalid-{stamp}")
+    number = 2
+    while candidate.exists():
+        candidate = path.with_name(f"{path.name}.invalid-{stamp}-{number}")
+        number += 1
+    return candidate
 
 
 def write_text_atomically(path: Path, text: str, newline: str = "\n") -> None:

@@ -137,10 +137,9 @@ class SuggestionSettings:
             if isinstance(delay, int) and not isinstance(delay, bool):
                 settings.delay_ms = clamp_delay(delay)
                 if settings.delay_ms != delay:
-                    log.info(
-                        "Suggestion delay %r ms was pulled into range as %d ms",
-                        delay,
-                        settings.delay_ms,
+                    problems.append(
+                        f"The suggestion delay of {delay} ms in {where} is out of range; "
+                        f"{settings.delay_ms} ms is used."
                     )
             else:
                 problems.append(

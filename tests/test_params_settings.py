@@ -86,7 +86,15 @@ def test_wrong_types_fall_back_per_value() -> None:
     assert settings.sampling.top_k == 1000
     assert settings.sampling.top_p == pytest.approx(0.3)
     assert settings.last_model_dir is None
-    assert len(settings.load_warnings) == 2
+    assert len(settings.load_warnings) == 4  # three values, then where the copy is kept
+    assert "Temperature" in settings.load_warnings[0]
+    assert "Top k 5000" in settings.load_warnings[1]
+    assert "last model folder" in settings.load_warnings[2]
+    copies = list(path.parent.glob("settings.json.invalid-*"))
+    assert len(copies) == 1
+    assert json.loads(copies[0].read_text(encoding="utf-8")) == data
+    assert str(copies[0]) in settings.load_warnings[3]
+    assert Settings.load().load_warnings == []  # the file was rewritten
 
 
 def test_precision_setting_round_trip(tmp_path: Path) -> None:

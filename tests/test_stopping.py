@@ -343,8 +343,9 @@ def test_stop_option_setting_round_trip(tmp_path: Path) -> None:
     loaded = Settings.load(path)
     assert loaded.sampling.stop_at == "none"
     assert loaded.sampling.top_k == 5
-    assert len(loaded.load_warnings) == 1
+    assert len(loaded.load_warnings) == 2  # the value, then where the copy is kept
     assert "'page'" in loaded.load_warnings[0]
+    assert "settings.json.invalid-" in loaded.load_warnings[1]
 
 
 def run_forced(

@@ -110,7 +110,13 @@ def test_settings_invalid_values_named() -> None:
 def test_settings_delay_pulled_into_range(stored: int, expected: int) -> None:
     loaded, problems = SuggestionSettings.from_mapping({"delay_ms": stored}, "settings.json")
     assert loaded.delay_ms == expected
-    assert problems == []
+    if stored == expected:
+        assert problems == []
+    else:
+        assert problems == [
+            f"The suggestion delay of {stored} ms in settings.json is out of range; "
+            f"{expected} ms is used."
+        ]
 
 
 def test_settings_file_keeps_suggestions(isolated_profile: Path) -> None:

@@ -18,7 +18,6 @@ from kl3m_desk.resources import ResourceNotFoundError, bundled_model_dir, resour
 from kl3m_desk.settings import Settings
 from kl3m_desk.templates import load_library
 from kl3m_desk.ui.main_window import MainWindow
-from kl3m_desk.ui.message_bar import Topic
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +95,6 @@ def run_gui(model: Path | None, file: Path | None, log_path: Path | None) -> int
         window.load_model(folder)
     if file is not None:
         window.open_document(file, ask=False)
-    if settings.load_warnings:
-        window.message_bar.show_message(Topic.SETTINGS, "\n".join(settings.load_warnings))
     status = app.exec()
     log.info("Exiting with status %d", status)
     return status

@@ -134,6 +134,8 @@ class MainWindow(QMainWindow):
         self._update_title()
         self._update_controls()
         self._show_no_model()
+        if settings.load_warnings:  # Settings.load rewrote the file, so this shows only once
+            self.message_bar.show_message(Topic.SETTINGS, "\n".join(settings.load_warnings))
 
     # --- construction ---------------------------------------------------------------------
 

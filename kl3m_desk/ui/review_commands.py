@@ -32,6 +32,7 @@ from kl3m_desk.review import (
     sidecar_path,
     write_review_file,
 )
+from kl3m_desk.settings import backup_path
 from kl3m_desk.ui.editor import DraftEditor, document_text
 from kl3m_desk.ui.message_bar import MessageBar, Topic
 from kl3m_desk.ui.pins import PinnedPassages
@@ -423,7 +424,7 @@ class ReviewCommands(QObject):
 
     @staticmethod
     def _move_aside(path: Path) -> str:
-        backup = path.with_name(f"{path.name}.invalid-{time.strftime('%Y%m%d-%H%M%S')}")
+        backup = backup_path(path)
         try:
             path.replace(backup)
         except OSError as error:
