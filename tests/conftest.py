@@ -19,6 +19,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest
 import torch
+from PySide6.QtCore import QCoreApplication, QEvent
 
 from kl3m_desk.model import LoadedModel, load_model
 from kl3m_desk.paths import HOME_VARIABLE
@@ -53,13 +54,18 @@ def legal_fixture_paths() -> list[Path]:
 
 @pytest.fixture(autouse=True)
 def collect_garbage_after_test() -> Iterator[None]:
-    """Collect each test's garbage when it ends, while none of its threads runs.
+    """Destroy each test's widgets and collect its garbage when it ends, while none of its
+    threads runs.
 
-    Left to chance, the collection of a finished test's Qt objects ran during a later test's
-    event loop while that test's inference thread was loading a model, and the process crashed
-    with a segmentation fault in two of about a dozen full runs.
+    pytest-qt closes a test's widgets and calls `deleteLater` on them, and Qt carries out such
+    deletions only when an event loop next runs: in the next test, typically while its inference
+    thread loads a model. Destroying a finished test's window there crashed the process with a
+    segmentation fault or an abort in a few of every dozen full runs, so the deletions are sent
+    here, after pytest-qt has closed the widgets and before the next test starts.
     """
     yield
+    if QCoreApplication.instance() is not None:
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
     gc.collect()
 
 
