@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,21 @@ def save_document(path: Path, document: TextDocument) -> None:
     except OSError as error:
         reason = error.strerror or str(error)
         raise DocumentError(
-            f"The file {path} could not be saved: {reason}. The document is still open; "
-            "save it to another folder."
+            f"The file {path} could not be saved: {reason}. {_save_advice(path, error)} "
+            "The document is still open with its unsaved changes."
         ) from error
+
+
+def _save_advice(path: Path, error: OSError) -> str:
+    """Return what the user can do about `error`, raised while saving `path`."""
+    if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return (
+            f"The disk that holds {path.parent} is full. Free some space and save again, "
+            "or use Save As to save to another disk."
+        )
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (
+            f"The folder {path.parent} is read-only or you may not write to it. "
+            "Use Save As to save to another folder."
+        )
+    return "Use Save As to save to another folder."

@@ -207,3 +207,25 @@ def write_text_atomically(path: Path, text: str, newline: str = "\n") -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    _sync_directory(path.parent)
+
+
+def _sync_directory(folder: Path) -> None:
+    """Flush the folder's entry of a renamed file to disk, where the system allows it.
+
+    On POSIX systems a rename is durable only once the folder itself is synced. Python cannot
+    open a folder for fsync on Windows, so there the rename is left to the file system.
+    """
+    if os.name != "posix":
+        return
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError as error:
+        log.debug("Could not open %s to sync it: %s", folder, error)
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError as error:
+        log.debug("Could not sync %s: %s", folder, error)
+    finally:
+        os.close(descriptor)

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 from kl3m_desk import APP_NAME
 from kl3m_desk.documents import DocumentError, TextDocument, read_document, save_document
 from kl3m_desk.generation import GenerationResult, Prompt
+from kl3m_desk.journal import Journal, JournalError
 from kl3m_desk.model import LoadedModel
 from kl3m_desk.model_catalog import list_models, models_dir
 from kl3m_desk.params import SamplingParams
@@ -32,6 +33,7 @@ from kl3m_desk.stopping import StopAt
 from kl3m_desk.templates import ClauseTemplate, TemplateLibrary
 from kl3m_desk.ui.accessibility import announce
 from kl3m_desk.ui.alternatives import AlternativesCommands
+from kl3m_desk.ui.autosave import Autosave
 from kl3m_desk.ui.context_view import ContextView
 from kl3m_desk.ui.download import DownloadTask
 from kl3m_desk.ui.editor import DraftEditor, StreamInsertion, document_text, text_before
@@ -123,6 +125,9 @@ class MainWindow(QMainWindow):
         )
         self.suggestions = InlineSuggestions(
             self, self.editor, self.controller, self.review, self.statusBar(), settings
+        )
+        self.autosave = Autosave(
+            self, self.editor, self.review, self.controller, self.message_bar, self.statusBar()
         )
         self._create_actions()
         self._create_docks()
@@ -703,6 +708,39 @@ class MainWindow(QMainWindow):
         log.info("Opened %s", path)
         return True
 
+    def is_pristine(self) -> bool:
+        """Return True for an empty untitled document without changes."""
+        document = self.editor.document()
+        return self.file_path is None and not document.isModified() and document.isEmpty()
+
+    def open_recovered(self, journal: Journal) -> None:
+        """Show the document saved in a recovery journal, with its marks and unsaved changes.
+
+        The file path is kept, so Save writes to the original file.
+        """
+        try:
+            review_file = journal.review_file()
+        except JournalError as error:
+            log.warning("Recovering %s without review marks: %s", journal.path, error)
+            self.message_bar.show_message(
+                Topic.DOCUMENT, f"{error} The document was recovered without review marks."
+            )
+            review_file = None
+        self._end_insertion()
+        self.controller.forget_window()
+        self.editor.setPlainText(journal.text)
+        self.review.clear()
+        if review_file is not None:
+            self.review.restore(review_file, journal.file_path)
+        self.file_path = journal.file_path
+        self.newline = journal.newline
+        self.field_values = dict(journal.field_values)
+        self.editor.document().setModified(True)
+        self.autosave.adopt(journal)
+        self._update_title()
+        self._update_controls()
+        log.info("Recovered %s from %s", journal.display_name, journal.path)
+
     def save(self) -> bool:
         """Save to the current file, or ask for one; returns True when the text was written."""
         if self.file_path is None:
@@ -790,4 +828,5 @@ class MainWindow(QMainWindow):
             self._download.wait()
         self.controller.shutdown()
         self.review.shutdown()
+        self.autosave.close()  # the document was saved or its changes discarded
         event.accept()
