@@ -10,6 +10,7 @@ write and the fsync happen on the `JournalWriter` thread.
 from __future__ import annotations
 
 import logging
+import weakref
 from pathlib import Path
 from typing import Protocol
 
@@ -70,11 +71,24 @@ class Autosave(QObject):
         self.journal_id = new_journal_id()
         self._failure_shown = False
         self._closed = False
+        # The writer thread reaches this object only through a weak reference, so a window that
+        # is never closed can still be collected, and the finalizer then ends the thread.
+        this = weakref.ref(self)
+
+        def write_failed(path: Path, error: OSError) -> None:
+            autosave = this()
+            if autosave is not None:
+                autosave._write_failed.emit(path, error.strerror or error)
+
+        def written(_journal: Journal) -> None:
+            autosave = this()
+            if autosave is not None:
+                autosave._written.emit()
+
         self.writer = JournalWriter(
-            directory or recovery_dir(),
-            on_error=lambda path, error: self._write_failed.emit(path, error.strerror or error),
-            on_written=lambda _journal: self._written.emit(),
+            directory or recovery_dir(), on_error=write_failed, on_written=written
         )
+        weakref.finalize(self, self.writer.close, 0)
         self._write_failed.connect(self._show_failure)
         self._written.connect(self._write_succeeded)
         self.timer = QTimer(self)
@@ -86,7 +100,7 @@ class Autosave(QObject):
         document.contentsChanged.connect(self.schedule)
         document.modificationChanged.connect(self._modification_changed)
         review.marks.changed.connect(self.schedule)
-        controller.generation_finished.connect(lambda _result: self._journal_soon())
+        controller.generation_finished.connect(self._completion_finished)
 
     @property
     def path(self) -> Path:
@@ -98,8 +112,8 @@ class Autosave(QObject):
         if not self._closed and not self.timer.isActive():
             self.timer.start(self.delay_ms)
 
-    def _journal_soon(self) -> None:
-        # After the window's own slots for the same signal have stored the completion's record.
+    def _completion_finished(self, _result: object) -> None:
+        # A 0 ms timer runs after the window's own slots for the same signal stored the record.
         if not self._closed:
             self.timer.start(0)
 
