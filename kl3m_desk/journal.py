@@ -1,9 +1,10 @@
 """Recovery journals: a copy of each open document with unsaved changes, for after a crash.
 
-While a document has unsaved changes, the window writes a journal a few seconds after each change
-to `recovery_dir()`: the text, the file path (None for an untitled document), the time the file
-was last saved, the template values entered for it, and its generation records and pinned passages
-in the form of the `.kl3m.json` file beside a saved document (see kl3m_desk.review). Each window
+While a document has unsaved changes, the window writes a journal to `recovery_dir()` a few
+seconds after each change. The journal contains the text, the file path (None for an untitled
+document), the time the file was last saved and the template values entered for it. It also
+contains the generation records and pinned passages, as the `.kl3m.json` file beside a saved
+document has them (see kl3m_desk.review). Each window
 has one journal file, named by a random id. It is deleted when the document is saved, or closed or
 replaced without saving because the user chose so. A journal that is left behind belongs to a
 document whose window ended without either, which is what happens when the process crashes or is
@@ -84,7 +85,7 @@ class Journal:
     """The state of one document with unsaved changes, as written to its journal file."""
 
     journal_id: str
-    text: str  # with "\n" line breaks, as the editor holds it
+    text: str  # with "\n" line breaks, as the editor stores it
     file_path: Path | None  # None for a document never saved
     newline: str = "\n"  # the line ending the next save writes
     last_saved: str | None = None  # ISO 8601 UTC modification time of the file, or None
@@ -142,6 +143,7 @@ class Journal:
         for key in strings:
             if not isinstance(data.get(key), str):
                 raise JournalError(f"{path}: {key} is {data.get(key)!r}, not a string.")
+
         file_name = data.get("file")
         last_saved = data.get("last_saved")
         records = data.get("records")
@@ -156,6 +158,7 @@ class Journal:
             isinstance(value, str) for value in field_values.values()
         ):
             raise JournalError(f"{path}: field_values is not an object of strings.")
+
         pid = data.get("pid")
         return cls(
             journal_id=data["id"],
@@ -213,7 +216,7 @@ def delete_journal(path: Path) -> None:
 
 @dataclass
 class RecoveryScan:
-    """What `find_recoverable` found in the recovery folder."""
+    """Result of `find_recoverable`: the journals to offer, and what was left out."""
 
     journals: list[Journal]  # of documents whose window ended without saving, oldest first
     live: int = 0  # journals of windows of other running instances, not offered
@@ -228,6 +231,8 @@ def find_recoverable(
     An invalid journal is renamed aside with an `.invalid-<time>` suffix and reported in
     `problems`. Lock files of ended instances and old temporary files are deleted.
     """
+    # NOTE: journals kept with Not Now belong to no live instance, so a second instance started
+    # while the first still shows them offers them too, and both could recover the same document.
     folder = directory or recovery_dir()
     scan = RecoveryScan(journals=[])
     if not folder.is_dir():
@@ -291,6 +296,7 @@ def _try_lock(stream: IO[bytes]) -> bool:
     """Take an exclusive lock on `stream` without waiting; return False when another holds it."""
     try:
         if sys.platform == "win32":
+            # NOTE: this branch has not run in the tests, which run on Linux.
             import msvcrt
 
             stream.seek(0)
