@@ -47,6 +47,12 @@ def build_gui_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="model folder to load (default: the last folder used)",
     )
+    parser.add_argument(
+        "--generate",
+        action="store_true",
+        help="once the model has loaded, continue FILE (or the empty document) at its end, as "
+        "Draft → Generate does",
+    )
     parser.add_argument("--debug", action="store_true", help="log at DEBUG level")
     parser.add_argument(
         "--self-test",
@@ -140,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_startup()
     from kl3m_desk.ui.app import run_gui  # Qt is imported only for the window
 
-    return run_gui(options.model, options.file, log_path)
+    return run_gui(options.model, options.file, log_path, generate=options.generate)
 
 
 def notice(message: str) -> None:

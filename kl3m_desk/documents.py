@@ -10,12 +10,13 @@ it used.
 from __future__ import annotations
 
 import codecs
-import os
-import tempfile
+import errno
 from dataclasses import dataclass
 from pathlib import Path
 
 import charset_normalizer
+
+from kl3m_desk.settings import write_bytes_atomically
 
 SUPPORTED_SUFFIXES = (".txt", ".md")
 
@@ -199,29 +200,21 @@ def save_file_bytes(path: Path, data: bytes) -> None:
     except OSError as error:
         reason = error.strerror or str(error)
         raise DocumentError(
-            f"The file {path} could not be saved: {reason}. The document is still open; "
-            "save it to another folder."
+            f"The file {path} could not be saved: {reason}. {_save_advice(path, error)} "
+            "The document is still open with its unsaved changes."
         ) from error
 
 
-def write_bytes_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder, fsync and a rename.
-
-    Readers see either the old file or the new one, never a partial write. Raises OSError (for
-    example PermissionError) on failure, leaving the old file untouched.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary_name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-    )
-    temporary = Path(temporary_name)
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        temporary.chmod(path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        temporary.replace(path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+def _save_advice(path: Path, error: OSError) -> str:
+    """Return what the user can do about `error`, raised while saving `path`."""
+    if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return (
+            f"The disk that holds {path.parent} is full. Free some space and save again, "
+            "or use Save As to save to another disk."
+        )
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (
+            f"The folder {path.parent} is read-only or you may not write to it. "
+            "Use Save As to save to another folder."
+        )
+    return "Use Save As to save to another folder."

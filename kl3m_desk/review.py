@@ -451,14 +451,18 @@ def read_review_file(path: Path) -> ReviewFile:
         raise ReviewFileError(
             f"The generation records {path} are not valid JSON ({error})."
         ) from error
-    where = str(path)
+    return parse_review_file(data, str(path))
+
+
+def parse_review_file(data: object, where: str) -> ReviewFile:
+    """Read the JSON object of a records file, raising ReviewFileError that names `where`."""
     root = _object(data, where)
     if root.get("format") != FILE_FORMAT:
-        raise ReviewFileError(f'{path} is not a kl3m-desk records file: "format" is missing.')
+        raise ReviewFileError(f'{where} is not a kl3m-desk records file: "format" is missing.')
     version = root.get("version")
     if version != FILE_VERSION:
         raise ReviewFileError(
-            f"{path} has format version {version!r}, but this kl3m-desk reads version "
+            f"{where} has format version {version!r}, but this kl3m-desk reads version "
             f"{FILE_VERSION}. Open the document with the kl3m-desk version that saved it."
         )
     document = _object(root.get("document"), f"{where}, document")
@@ -466,7 +470,7 @@ def read_review_file(path: Path) -> ReviewFile:
     unplaced_data = root.get("unplaced", [])
     pinned_data = root.get("pinned", [])  # absent in files written before pins existed
     if not all(isinstance(data, list) for data in (passages_data, unplaced_data, pinned_data)):
-        raise ReviewFileError(f"{path}: passages, unplaced and pinned must be lists.")
+        raise ReviewFileError(f"{where}: passages, unplaced and pinned must be lists.")
 
     passages = []
     for number, item in enumerate(passages_data, start=1):
@@ -488,7 +492,7 @@ def read_review_file(path: Path) -> ReviewFile:
     if not isinstance(field_values, dict) or not all(
         isinstance(value, str) for value in field_values.values()
     ):
-        raise ReviewFileError(f"{path}: field_values must be an object of strings.")
+        raise ReviewFileError(f"{where}: field_values must be an object of strings.")
     pins = []
     for number, item in enumerate(pinned_data, start=1):
         item_where = f"{where}, pinned passage {number}"

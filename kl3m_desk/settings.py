@@ -244,11 +244,20 @@ def backup_path(path: Path) -> Path:
 
 
 def write_text_atomically(path: Path, text: str, newline: str = "\n") -> None:
-    """Write `text` to `path` through a temporary file in the same folder and a rename.
+    """Write `text` as UTF-8 to `path` through a temporary file in the same folder and a rename.
 
-    Readers see either the old file or the new one, never a partial write. `newline` is the line
-    ending written for each "\\n". Raises OSError (for example PermissionError) on failure, leaving
-    the old file untouched.
+    `newline` is the line ending written for each "\\n". See `write_bytes_atomically`.
+    """
+    if newline != "\n":
+        text = text.replace("\n", newline)
+    write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder, fsync and a rename.
+
+    Readers see either the old file or the new one, never a partial write. Raises OSError (for
+    example PermissionError) on failure, leaving the old file untouched.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary_name = tempfile.mkstemp(
@@ -256,8 +265,8 @@ def write_text_atomically(path: Path, text: str, newline: str = "\n") -> None:
     )
     temporary = Path(temporary_name)
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline=newline) as stream:
-            stream.write(text)
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
         if path.exists():
@@ -268,3 +277,25 @@ def write_text_atomically(path: Path, text: str, newline: str = "\n") -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    _sync_directory(path.parent)
+
+
+def _sync_directory(folder: Path) -> None:
+    """Flush the folder's entry of a renamed file to disk, where the system allows it.
+
+    On POSIX systems a rename is durable only once the folder itself is synced. Python cannot
+    open a folder for fsync on Windows, so there the rename is left to the file system.
+    """
+    if os.name != "posix":
+        return
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError as error:
+        log.debug("Could not open %s to sync it: %s", folder, error)
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError as error:
+        log.debug("Could not sync %s: %s", folder, error)
+    finally:
+        os.close(descriptor)

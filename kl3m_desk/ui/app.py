@@ -10,14 +10,17 @@ from pathlib import Path
 from types import TracebackType
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal
-from PySide6.QtGui import QIcon
+from PySide6.QtGui import QIcon, QTextCursor
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from kl3m_desk import APP_NAME, __version__, paths
+from kl3m_desk.journal import InstanceLock, find_recoverable
 from kl3m_desk.resources import ResourceNotFoundError, bundled_model_dir, resource_path
 from kl3m_desk.settings import Settings
 from kl3m_desk.templates import load_library
 from kl3m_desk.ui.main_window import MainWindow
+from kl3m_desk.ui.message_bar import Topic
+from kl3m_desk.ui.recovery import offer_recovery
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +73,26 @@ class ExceptionReporter(QObject):
             self._dialog_open = False
 
 
-def run_gui(model: Path | None, file: Path | None, log_path: Path | None) -> int:
-    """Open the drafting window and run the event loop; returns the exit status."""
+def generate_when_ready(window: MainWindow) -> None:
+    """Continue the window's document at its end once the next model has loaded."""
+
+    def start(_loaded: object) -> None:
+        window.controller.model_ready.disconnect(start)
+        cursor = window.editor.textCursor()
+        cursor.movePosition(QTextCursor.MoveOperation.End)
+        window.editor.setTextCursor(cursor)
+        window.generate()
+
+    window.controller.model_ready.connect(start)
+
+
+def run_gui(
+    model: Path | None, file: Path | None, log_path: Path | None, generate: bool = False
+) -> int:
+    """Open the drafting window and run the event loop; returns the exit status.
+
+    With `generate`, the document is continued at its end once the model has loaded.
+    """
     QApplication.setApplicationName(APP_NAME)
     QApplication.setApplicationVersion(__version__)
     QApplication.setDesktopFileName(APP_NAME)
@@ -88,13 +109,33 @@ def run_gui(model: Path | None, file: Path | None, log_path: Path | None) -> int
     settings = Settings.load()
     user_templates = paths.data_dir() / "templates"
     library = load_library([resource_path("templates"), user_templates])
-    window = MainWindow(settings, library)
-    window.show()
     folder = model or settings.last_model_dir or bundled_model_dir()
-    if folder is not None:
-        window.load_model(folder)
+    windows: list[MainWindow] = []
+
+    def open_window() -> MainWindow:
+        opened = MainWindow(settings, library)
+        opened.show()
+        if folder is not None:
+            opened.load_model(folder)
+        windows.append(opened)
+        return opened
+
+    window = open_window()
+    if generate:
+        generate_when_ready(window)
     if file is not None:
         window.open_document(file, ask=False)
+    instance_lock = InstanceLock()
+    try:
+        instance_lock.acquire()
+    except OSError as error:
+        log.warning("Could not lock %s: %s", instance_lock.path, error)
+    scan = find_recoverable()
+    if scan.problems:
+        window.message_bar.show_message(Topic.DOCUMENT, "\n".join(scan.problems))
+    offer_recovery(scan.journals, window, open_window)
+
     status = app.exec()
+    instance_lock.release()
     log.info("Exiting with status %d", status)
     return status

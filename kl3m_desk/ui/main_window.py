@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from enum import Enum
 from pathlib import Path
@@ -25,6 +26,7 @@ from kl3m_desk import APP_NAME
 from kl3m_desk.document_formats import FileFormat, open_file, save_file
 from kl3m_desk.documents import DocumentError
 from kl3m_desk.generation import GenerationResult, Prompt
+from kl3m_desk.journal import Journal, JournalError
 from kl3m_desk.model import LoadedModel
 from kl3m_desk.model_catalog import list_models, models_dir
 from kl3m_desk.params import SamplingParams
@@ -33,6 +35,7 @@ from kl3m_desk.stopping import StopAt
 from kl3m_desk.templates import ClauseTemplate, TemplateLibrary
 from kl3m_desk.ui.accessibility import announce
 from kl3m_desk.ui.alternatives import AlternativesCommands
+from kl3m_desk.ui.autosave import Autosave
 from kl3m_desk.ui.clause_library import ClauseLibraryCommands
 from kl3m_desk.ui.context_view import ContextView
 from kl3m_desk.ui.download import DownloadTask
@@ -124,6 +127,9 @@ class MainWindow(QMainWindow):
         )
         self.suggestions = InlineSuggestions(
             self, self.editor, self.controller, self.review, self.statusBar(), settings
+        )
+        self.autosave = Autosave(
+            self, self.editor, self.review, self.controller, self.message_bar, self.statusBar()
         )
         self._create_actions()
         self._create_docks()
@@ -739,6 +745,53 @@ class MainWindow(QMainWindow):
         log.info("Opened %s", path)
         return True
 
+    def is_pristine(self) -> bool:
+        """Return True for an empty untitled document without changes."""
+        document = self.editor.document()
+        return self.file_path is None and not document.isModified() and document.isEmpty()
+
+    def open_recovered(self, journal: Journal) -> None:
+        """Show the document saved in a recovery journal, with its marks and unsaved changes.
+
+        The file path is kept, so Save writes to the original file.
+        """
+        try:
+            review_file = journal.review_file()
+        except JournalError as error:
+            log.warning("Recovering %s without review marks: %s", journal.path, error)
+            self.message_bar.show_message(
+                Topic.DOCUMENT, f"{error} The document was recovered without review marks."
+            )
+            review_file = None
+        self._end_insertion()
+        self.controller.forget_window()
+        self.editor.setPlainText(journal.text)
+        self.review.clear()
+        if review_file is not None:
+            self.review.restore(review_file, journal.file_path)
+        self.file_path = journal.file_path
+        self.file_format = self._recovered_format(journal)
+        self.review.field_values.update(journal.field_values)
+        self.editor.document().setModified(True)
+        self.autosave.adopt(journal)
+        self._update_title()
+        self._update_controls()
+        log.info("Recovered %s from %s", journal.display_name, journal.path)
+
+    def _recovered_format(self, journal: Journal) -> FileFormat:
+        # The journal holds text only. The file on disk is the version the text was last saved
+        # as, so it supplies the encoding, or the Word package that a .docx save writes into.
+        file_format = FileFormat(newline=journal.newline)
+        path = journal.file_path
+        if path is None or not path.is_file():
+            return file_format
+        try:
+            on_disk = open_file(path).file_format
+        except DocumentError as error:
+            log.warning("Recovering %s without its file's format: %s", path, error)
+            return file_format
+        return dataclasses.replace(on_disk, newline=journal.newline)
+
     def save(self) -> bool:
         """Save to the current file, or ask for one; returns True when the text was written."""
         if self.file_path is None:
@@ -853,4 +906,5 @@ class MainWindow(QMainWindow):
             self._download.wait()
         self.controller.shutdown()
         self.review.shutdown()
+        self.autosave.close()  # the document was saved or its changes discarded
         event.accept()

@@ -390,6 +390,30 @@ class ReviewCommands(QObject):
             f"text and {'is' if missing == 1 else 'are'} no longer pinned."
         )
 
+    def records_snapshot(self, text: str) -> ReviewFile | None:
+        """Return the records and pinned passages of the document, whose text is `text`.
+
+        Returns None when the document has neither.
+        """
+        pinned = self.pins.snapshot(text) if self.pins is not None else ()
+        if not self.marks.records() and not pinned:
+            return None
+        review_file = self.marks.review_file(text)
+        review_file.pins = list(pinned)
+        return review_file
+
+    def restore(self, review_file: ReviewFile, document: Path | None) -> None:
+        """Put back the marks and pinned passages of `review_file`, taken from the current text.
+
+        The editor must show the very text the records were taken from, as after a recovery.
+        """
+        self.document_path = document
+        self.marks.load(review_file)
+        if self.pins is not None:
+            self.pins.clear()
+            placed, _missing = place_pins(review_file.pins, document_text(self.editor.document()))
+            self.pins.load(placed)
+
     def _review_file(self) -> ReviewFile:
         """Return the records of the document's passages, with its pinned passages."""
         review_file = self.marks.review_file()

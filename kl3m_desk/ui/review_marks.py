@@ -295,9 +295,13 @@ class ReviewMarks(QObject):
 
     # --- records files ----------------------------------------------------------------------
 
-    def review_file(self) -> ReviewFile:
-        """Return the records of the document's passages, positions in code points."""
-        text = document_text(self.document)
+    def review_file(self, text: str | None = None) -> ReviewFile:
+        """Return the records of the document's passages, positions in code points.
+
+        `text`, when given, must be the document's current text, which then is not read again.
+        """
+        if text is None:
+            text = document_text(self.document)
         offsets = OffsetMap(text)
         placed = []
         for passage in self.passages():
