@@ -4,7 +4,7 @@
 
 The script writes, in a temporary profile, the journals that a killed kl3m-desk leaves behind: one
 for a saved agreement with unsaved changes and one for an untitled draft. Then it starts the app
-through its normal start-up (`run_gui`), which finds the journals and shows the prompt. The screen
+through its normal start-up (`run_gui`), which finds the journals and shows the prompt. The dialog
 is grabbed once the prompt is up, Not Now is pressed, and the app quits. The user's own profile
 is not touched.
 """
@@ -94,7 +94,12 @@ def main() -> int:
             QApplication.exit(1)
             return
         options.output.parent.mkdir(parents=True, exist_ok=True)
-        QGuiApplication.primaryScreen().grabWindow(0).save(str(options.output))
+        # Only the dialog: without a window manager it has no frame, and against the main
+        # window behind it its edges would be hard to see.
+        area = dialog.frameGeometry()
+        screen = QGuiApplication.primaryScreen()
+        image = screen.grabWindow(0, area.x(), area.y(), area.width(), area.height())
+        image.save(str(options.output))
         shots.append(options.output)
         print(f"Wrote {options.output}")
         dialog.not_now_button.click()
