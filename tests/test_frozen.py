@@ -54,6 +54,7 @@ def test_frozen_self_test_passes(tmp_path: Path) -> None:
         "load model",
         "stream completion",
         "save and reopen",
+        "save and reopen .docx",
     ]
 
 

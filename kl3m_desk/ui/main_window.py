@@ -140,8 +140,12 @@ class MainWindow(QMainWindow):
         self._update_title()
         self._update_controls()
         self._show_no_model()
-        if settings.load_warnings:  # Settings.load rewrote the file, so this shows only once
+        if settings.load_warnings:
+            # Settings.load rewrote the file, so the next start has nothing to report. Clearing
+            # the list keeps further windows, such as those of recovered documents, from
+            # repeating the message.
             self.message_bar.show_message(Topic.SETTINGS, "\n".join(settings.load_warnings))
+            settings.load_warnings.clear()
 
     # --- construction ---------------------------------------------------------------------
 

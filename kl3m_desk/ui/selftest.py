@@ -221,6 +221,16 @@ def _run_steps(report: dict[str, Any], workspace: Path, model: Path | None) -> N
     same = document_text(window.editor.document()) == text
     step("save and reopen", saved and reopened and same, started, str(document))
 
+    # A Word document goes through python-docx and its bundled template, which a frozen app
+    # must carry as data files.
+    started = time.perf_counter()
+    word_document = workspace / "self-test document.docx"
+    saved = window.save_to(word_document)
+    window.new_document()
+    reopened = window.open_document(word_document, ask=False)
+    same = document_text(window.editor.document()) == text
+    step("save and reopen .docx", saved and reopened and same, started, str(word_document))
+
     window.editor.document().setModified(False)
     window.close()
     app.processEvents()
