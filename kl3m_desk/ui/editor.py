@@ -11,6 +11,7 @@ from PySide6.QtGui import (
     QKeySequence,
     QPainter,
     QPaintEvent,
+    QTextCharFormat,
     QTextCursor,
     QTextDocument,
 )
@@ -66,6 +67,26 @@ class DraftEditor(QPlainTextEdit):
         self.setAccessibleName("Document")
         self.setTabChangesFocus(False)
         self._overlay_painters: list[Callable[[QPainter], None]] = []
+
+    def setPlainText(self, text: str) -> None:
+        """Replace the whole text, with the caret at the start and an empty undo history.
+
+        QPlainTextEdit's own setPlainText clears the QTextDocument, and Qt emits contentsChange
+        from inside that clear. Pinned passages and review marks free and create QTextCursors in
+        their contentsChange handlers, and doing so during the clear corrupted the heap with Qt
+        6.12: glibc's malloc checks aborted the process at a later allocation. Replacing the
+        text through a cursor is the ordinary edit path, where handlers may free and create
+        cursors, and it took about as long as setPlainText for a 1,000,000-character text.
+        """
+        document = self.document()
+        cursor = QTextCursor(document)
+        cursor.beginEditBlock()
+        cursor.select(QTextCursor.SelectionType.Document)
+        cursor.setCharFormat(QTextCharFormat())
+        cursor.insertText(text)
+        cursor.endEditBlock()
+        document.clearUndoRedoStacks()
+        self.setTextCursor(QTextCursor(document))
 
     def add_overlay_painter(self, paint: Callable[[QPainter], None]) -> None:
         """Have `paint` draw on the viewport after every repaint of the text, on top of it.
