@@ -43,12 +43,17 @@ from kl3m_desk.resources import resource_path
 from kl3m_desk.review import utc_timestamp
 from kl3m_desk.settings import write_text_atomically
 from kl3m_desk.templates import (
+    AMOUNT_KIND,
+    DATE_KIND,
     TEXT_KIND,
     ClauseTemplate,
     TemplateError,
     TemplateField,
     TemplateLibrary,
+    format_amount,
     load_library,
+    parse_amount,
+    parse_date,
     template_data,
     template_from_data,
     template_to_toml,
@@ -168,9 +173,10 @@ def make_field(
 ) -> tuple[str, TemplateField]:
     """Turn the words `text[start:end]` of a template text into the field `name`.
 
-    Returns the new text, with `{name}` in place of the words, and a text field whose default is
-    the words and whose label is `label` or the words. Raises LibraryError when the name is not
-    an identifier or the range is empty or cuts through a placeholder.
+    Returns the new text, with `{name}` in place of the words, and a field whose default is the
+    words and whose label is `label` or the words. Words that read as a date ("March 1, 2027")
+    or a dollar amount ("$250,000") give a date or amount field. Raises LibraryError when the
+    name is not an identifier or the range is empty or cuts through a placeholder.
     """
     words = text[start:end].strip()
     if not words or start < 0 or end > len(text) or start >= end:
@@ -184,15 +190,33 @@ def make_field(
         raise LibraryError(
             "The selected words contain a brace or a field. Select plain words only."
         )
-    field = TemplateField(
-        name=name, label=label or words, kind=TEXT_KIND, default=words, choices=()
-    )
+    kind, default = typed_value(words)
+    field = TemplateField(name=name, label=label or words, kind=kind, default=default, choices=())
     return text[:start] + "{" + name + "}" + text[end:], field
 
 
+def typed_value(words: str) -> tuple[str, str]:
+    """Return the field kind that `words` read as, and the words as that kind's default."""
+    try:
+        return DATE_KIND, parse_date(words).isoformat()
+    except ValueError:
+        pass
+    # Bare numbers are more often counts of days or sections than sums of money.
+    if "$" in words or words.strip().upper().startswith("USD"):
+        try:
+            return AMOUNT_KIND, format_amount(parse_amount(words))
+        except ValueError:
+            pass
+    return TEXT_KIND, words
+
+
 def field_name_for(words: str, taken: Sequence[str]) -> str:
-    """Return an identifier made from `words` that is not in `taken`, such as "party_name_2"."""
-    base = slugify(words)
+    """Return an identifier made from `words` that is not in `taken`, such as "party_name_2".
+
+    A date or an amount is named after its kind ("date", "amount_2"), not after its digits.
+    """
+    kind, _default = typed_value(words)
+    base = kind if kind in (DATE_KIND, AMOUNT_KIND) else slugify(words)
     if base[0].isdigit():
         base = f"field_{base}"
     name = base

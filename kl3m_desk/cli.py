@@ -70,7 +70,11 @@ def build_gui_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{APP_NAME} {__version__}")
     parser.add_argument(
-        "file", type=Path, nargs="?", metavar="FILE", help="UTF-8 .txt or .md document to open"
+        "file",
+        type=Path,
+        nargs="?",
+        metavar="FILE",
+        help="document to open: .docx, .txt or .md (text files in any common encoding)",
     )
     return parser
 

@@ -190,10 +190,16 @@ class Settings:
                 self._warn(f"{error} The setting in {self.path} was replaced by its default.")
                 continue
             if number is not None and not spec.minimum <= float(raw[spec.name]) <= spec.maximum:
-                self._warn(
+                message = (
                     f"{spec.label} {raw[spec.name]!r} in {self.path} is outside "
                     f"{spec.describe_range()}; {spec.format_value(number)} is used."
                 )
+                if spec.name == "max_new_tokens":
+                    # The panel caps this again at what the loaded model's positions leave room for.
+                    message += (
+                        " The Sampling panel lowers it further for a model with fewer positions."
+                    )
+                self._warn(message)
             values[spec.name] = number
         if STOP_AT.name in raw:
             try:

@@ -141,6 +141,13 @@ _FIELD_KEYS = ("name", "label", "kind", "choices", "default")
 _MAX_LISTED_CHOICES = 10
 
 
+# The fix for a placeholder without a field, as a template file's author makes it. The template
+# editor shows its own wording in place of this sentence.
+UNDECLARED_FIELD_ADVICE = (
+    "Add a [[fields]] entry for it, or write the braces as {{ and }} if they are literal text."
+)
+
+
 class TemplateError(ValueError):
     """A template file that cannot be used. The message names the file, the problem and the fix."""
 
@@ -177,21 +184,29 @@ def format_amount(amount: Decimal) -> str:
     return f"${amount:,.2f}"
 
 
-def parse_iso_date(text: str) -> date:
-    """Return the date of an ISO string such as "2027-01-05", raising ValueError otherwise."""
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
-        raise ValueError("it is not a date in the form YYYY-MM-DD, such as 2027-01-05")
+def parse_date(text: str) -> date:
+    """Return the date of "2027-01-05" or "January 5, 2027", raising ValueError otherwise.
+
+    The second form is the one date fields insert, so a template made from text a lawyer
+    selected in a document accepts that text as its default.
+    """
+    text = " ".join(text.split())
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        try:
+            return date.fromisoformat(text)
+        except ValueError as exc:
+            raise ValueError(f"it is not a valid calendar date ({exc})") from exc
     try:
-        return date.fromisoformat(text.strip())
-    except ValueError as exc:
-        raise ValueError(f"it is not a valid calendar date ({exc})") from exc
+        return datetime.strptime(text, "%B %d, %Y").date()
+    except ValueError:
+        raise ValueError("it is not a date such as 2027-01-05 or January 5, 2027") from None
 
 
 def resolve_date_default(default: str, today: date | None = None) -> date:
     """Return the date a date field's default stands for: `today` for "today", else the ISO date."""
     if default.strip().casefold() in ("", TODAY):
         return today or date.today()
-    return parse_iso_date(default)
+    return parse_date(default)
 
 
 @dataclass(frozen=True)
@@ -506,7 +521,8 @@ def _check_default(
         if default.casefold() in ("", TODAY):
             return TODAY
         try:
-            parse_iso_date(default)
+            # Stored as an ISO date, whichever form was entered.
+            return parse_date(default).isoformat()
         except ValueError as exc:
             raise _invalid(
                 source,
@@ -592,8 +608,7 @@ def _check_placeholders(source: str, text: str, fields: tuple[TemplateField, ...
             raise _invalid(
                 source,
                 f'the text uses the placeholder "{{{name}}}", but no field named "{name}" is '
-                "declared. Add a [[fields]] entry for it, or write the braces as {{ and }} "
-                "if they are literal text.",
+                f"declared. {UNDECLARED_FIELD_ADVICE}",
             )
         used.add(name)
 

@@ -17,6 +17,7 @@ from kl3m_desk.clause_library import (
     Resolution,
     TemplateDraft,
     draft_from_selection,
+    field_name_for,
     make_field,
     slugify,
 )
@@ -387,6 +388,38 @@ def test_bad_typed_values_name_field(library: ClauseLibrary) -> None:
     assert '"Closing date" (closing_date)' in str(date_error.value)
     assert '"2027-02-30"' in str(date_error.value)
     assert '"Ontario"' in str(choice_error.value)
+
+
+@pytest.mark.parametrize(
+    ("words", "name", "kind", "default"),
+    [
+        ("March 1, 2027", "date", "date", "2027-03-01"),
+        ("$250,000", "amount", "amount", "$250,000.00"),
+        ("thirty (30) days", "thirty_30_days", "text", "thirty (30) days"),
+        ("30", "field_30", "text", "30"),
+    ],
+)
+def test_field_from_words_gets_kind(words: str, name: str, kind: str, default: str) -> None:
+    text = f"Payment is due {words} after notice. "
+    start = text.index(words)
+
+    suggested = field_name_for(words, [])
+    new_text, field = make_field(text, start, start + len(words), suggested)
+
+    assert suggested == name
+    assert field.kind == kind
+    assert field.default == default
+    assert new_text == "Payment is due {" + name + "} after notice. "
+
+
+def test_date_default_in_us_form(library: ClauseLibrary) -> None:
+    field = TemplateField("delivery_date", "Delivery date", "date", "March 1, 2027", ())
+    draft = TemplateDraft("Delivery", "Other", "", "Delivery is due on {delivery_date}. ", (field,))
+
+    template = library.create(draft)
+
+    assert template.fields[0].default == "2027-03-01"
+    assert template.fill({}) == "Delivery is due on March 1, 2027. "
 
 
 @pytest.mark.parametrize(

@@ -106,6 +106,32 @@ def test_new_from_selection_with_field(qtbot: QtBot, window: MainWindow, spaced_
     assert "Created" in dialog.status_label.text()
 
 
+def test_renamed_field_renames_placeholder(qtbot: QtBot, window: MainWindow) -> None:
+    window.editor.setPlainText("Delivery is due on March 1, 2027, not {later}. ")
+    window.editor.selectAll()
+    window.clause_library.action.trigger()
+    dialog = window.clause_library.dialog
+    assert dialog is not None
+    dialog.new_from_selection_action.trigger()
+    editor = dialog.child_dialog
+    assert isinstance(editor, TemplateEditorDialog)
+    qtbot.keyClicks(editor.title_edit, "Delivery")
+    select_text(editor, "March 1, 2027")
+    editor.make_field_action.trigger()
+    (old_name,) = editor.field_names()
+    name_item = editor.fields_table.item(0, 0)
+    assert name_item is not None
+
+    name_item.setText("delivery_date")
+
+    text = editor.text_edit.toPlainText()
+    assert "{delivery_date}" in text
+    assert "{" + old_name + "}" not in text
+    assert "{{later}}" in text  # literal braces are not placeholders
+    qtbot.mouseClick(editor.save_button, Qt.MouseButton.LeftButton)
+    assert not editor.isVisible()
+
+
 def test_editor_shows_invalid_template(qtbot: QtBot, window: MainWindow) -> None:
     dialog = open_manager(window)
     dialog.new_action.trigger()
@@ -118,6 +144,7 @@ def test_editor_shows_invalid_template(qtbot: QtBot, window: MainWindow) -> None
 
     assert editor.isVisible()
     assert 'no field named "who"' in editor.error_label.text()
+    assert "in the Fields table" in editor.error_label.text()
     editor.add_field_action.trigger()
     name_item = editor.fields_table.item(0, 0)
     assert name_item is not None

@@ -175,6 +175,27 @@ def test_typing_elsewhere_while_streaming(qtbot: QtBot, window: MainWindow) -> N
     assert window.editor.textCursor().position() == len("Firstabc")
 
 
+def test_typing_into_completion_stops_it(qtbot: QtBot, window: MainWindow) -> None:
+    slow_down(window)
+    set_document(window, TWO_PARAGRAPHS)
+    window.parameters_panel.row("max_new_tokens").set_value(300)
+    pieces: list[str] = []
+    window.controller.text_ready.connect(pieces.append)
+    window.generate()
+    qtbot.waitUntil(lambda: len(pieces) >= 3, timeout=30_000)
+    assert window.controller.is_generating, "the completion ended before the user typed"
+
+    window.editor.moveCursor(QTextCursor.MoveOperation.End)
+    qtbot.keyClicks(window.editor, " by hand")
+
+    assert not window.controller.is_generating
+    assert "typed where it was being written" in window.statusBar().currentMessage()
+    qtbot.wait(300)
+    text = document_text(window.editor.document())
+    assert text.endswith(" by hand")
+    assert text == TWO_PARAGRAPHS + to_document_newlines("".join(pieces)) + " by hand"
+
+
 def test_stop_ends_streaming(qtbot: QtBot, window: MainWindow) -> None:
     slow_down(window)
     set_document(window, TWO_PARAGRAPHS)

@@ -7,6 +7,7 @@ manager never blocks in a nested event loop, and tests drive them like a user.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,6 +54,7 @@ from kl3m_desk.templates import (
     DATE_KIND,
     FIELD_KINDS,
     TODAY,
+    UNDECLARED_FIELD_ADVICE,
     US_STATES,
     ClauseTemplate,
     TemplateError,
@@ -69,6 +71,8 @@ _TEMPLATE_ROLE = Qt.ItemDataRole.UserRole
 _US_STATES_CELL = "us_states"
 _FIELD_COLUMNS = ("Name", "Label", "Kind", "Default", "Choices")
 _NAME, _LABEL, _KIND, _DEFAULT, _CHOICES = range(len(_FIELD_COLUMNS))
+# The field name a name cell held before its latest edit.
+_PREVIOUS_NAME_ROLE = Qt.ItemDataRole.UserRole
 _ERROR_STYLE = "color: #b00020;"
 
 
@@ -128,6 +132,7 @@ class TemplateEditorDialog(QDialog):
         self.fields_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         for field in draft.fields:
             self.add_field_row(field)
+        self.fields_table.itemChanged.connect(self._field_item_changed)
 
         self.make_field_action = self._action(
             "Make &Field from Selected Words",
@@ -170,7 +175,9 @@ class TemplateEditorDialog(QDialog):
         form.addRow("&Description:", self.description_edit)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(QLabel("Te&xt ({name} is a field, {{ and }} are literal braces):"))
+        text_label = QLabel("Te&xt ({name} is a field, {{ and }} are literal braces):")
+        text_label.setBuddy(self.text_edit)
+        layout.addWidget(text_label)
         layout.addWidget(self.text_edit, 2)
         layout.addWidget(QLabel("Fields:"))
         layout.addWidget(self.fields_table, 1)
@@ -194,8 +201,10 @@ class TemplateEditorDialog(QDialog):
         row = self.fields_table.rowCount()
         self.fields_table.insertRow(row)
         choices = _US_STATES_CELL if field.choices == US_STATES else ", ".join(field.choices)
-        for column, value in ((_NAME, field.name), (_LABEL, field.label)):
-            self.fields_table.setItem(row, column, QTableWidgetItem(value))
+        name_item = QTableWidgetItem(field.name)
+        name_item.setData(_PREVIOUS_NAME_ROLE, field.name)
+        self.fields_table.setItem(row, _NAME, name_item)
+        self.fields_table.setItem(row, _LABEL, QTableWidgetItem(field.label))
         self.fields_table.setItem(row, _DEFAULT, QTableWidgetItem(field.default))
         self.fields_table.setItem(row, _CHOICES, QTableWidgetItem(choices))
         kind_box = QComboBox()
@@ -203,6 +212,22 @@ class TemplateEditorDialog(QDialog):
         kind_box.setCurrentText(field.kind)
         kind_box.setAccessibleName(f"Kind of field {field.name or row + 1}")
         self.fields_table.setCellWidget(row, _KIND, kind_box)
+
+    def _field_item_changed(self, item: QTableWidgetItem) -> None:
+        # Renaming a field renames its placeholders in the text, so the template stays valid.
+        if item.column() != _NAME:
+            return
+        previous = item.data(_PREVIOUS_NAME_ROLE)
+        name = item.text().strip()
+        item.setData(_PREVIOUS_NAME_ROLE, name)
+        if not previous or not name.isidentifier() or name == previous:
+            return
+        text = self.text_edit.toPlainText()
+        # A placeholder is "{name}" that is not part of a literal "{{" or "}}".
+        pattern = re.compile(r"(?<!\{)\{" + re.escape(previous) + r"\}(?!\})")
+        renamed = pattern.sub(lambda _match: "{" + name + "}", text)
+        if renamed != text:
+            self.text_edit.setPlainText(renamed)
 
     def add_empty_field(self) -> None:
         """Append a text field row with a free name, ready to be filled in."""
@@ -279,6 +304,11 @@ class TemplateEditorDialog(QDialog):
         )
 
     def _show_error(self, message: str) -> None:
+        message = message.replace(
+            UNDECLARED_FIELD_ADVICE,
+            "Add a field with that name in the Fields table, or write the braces as {{ and }} "
+            "if they are literal text.",
+        )
         self.error_label.setText(message)
         self.error_label.setVisible(True)
 
@@ -741,7 +771,8 @@ class ClauseLibraryDialog(QDialog):
         except LibraryError as error:
             self.status_label.setText(str(error))
             return False
-        self.status_label.setText(f"Exported {count} template(s) to {path}.")
+        noun = "template" if count == 1 else "templates"
+        self.status_label.setText(f"Exported {count} {noun} to {path}.")
         return True
 
 

@@ -137,6 +137,7 @@ class StreamInsertion:
         self._cursor = QTextCursor(document)
         self._cursor.setPosition(position)
         self.start = position
+        self.inserting = False  # True while this insertion's own text enters the document
         self._state_after_last_insert: tuple[int, int] | None = None
         # A piece that ends in "\r" may be half of "\r\n", so the "\r" waits for the next piece.
         self._pending_return = ""
@@ -159,6 +160,10 @@ class StreamInsertion:
         if text:
             self._insert_now(text)
 
+    def is_inside(self, position: int) -> bool:
+        """Return True when `position` lies in the text inserted so far or at its ends."""
+        return self.start <= position <= self.position
+
     def finish(self) -> None:
         """Insert a "\r" still held back as a line break; call when the completion ends."""
         if self._pending_return:
@@ -167,12 +172,17 @@ class StreamInsertion:
 
     def _insert_now(self, text: str) -> None:
         state = (self._document.availableUndoSteps(), self._document.revision())
-        if state == self._state_after_last_insert:
-            self._cursor.joinPreviousEditBlock()
-        else:
-            self._cursor.beginEditBlock()
-        self._cursor.insertText(text)
-        self._cursor.endEditBlock()
+        # Qt emits contentsChange when the edit block ends, so the flag covers that too.
+        self.inserting = True
+        try:
+            if state == self._state_after_last_insert:
+                self._cursor.joinPreviousEditBlock()
+            else:
+                self._cursor.beginEditBlock()
+            self._cursor.insertText(text)
+            self._cursor.endEditBlock()
+        finally:
+            self.inserting = False
         self._state_after_last_insert = (
             self._document.availableUndoSteps(),
             self._document.revision(),

@@ -341,6 +341,7 @@ class MainWindow(QMainWindow):
         self.editor.undo_requested.connect(self.undo)
         self.editor.document().modificationChanged.connect(self.setWindowModified)
         self.editor.document().contentsChanged.connect(self._text_or_cursor_moved)
+        self.editor.document().contentsChange.connect(self._stop_if_typed_into_completion)
         self.editor.cursorPositionChanged.connect(self._text_or_cursor_moved)
         self.editor.document().undoAvailable.connect(self.undo_action.setEnabled)
         self.editor.document().redoAvailable.connect(self.redo_action.setEnabled)
@@ -582,6 +583,18 @@ class MainWindow(QMainWindow):
         self.controller.cancel_prefill()
         self._prefill_timer.start()
 
+    @Slot(int, int, int)
+    def _stop_if_typed_into_completion(self, position: int, _removed: int, _added: int) -> None:
+        # Typing where the completion is being written would interleave the user's letters with
+        # the model's tokens, so the completion stops and the user's text stays whole.
+        insertion = self._insertion
+        if insertion is None or insertion.inserting or not insertion.is_inside(position):
+            return
+        self.stop()
+        self.statusBar().showMessage(
+            "Stopped the completion, because you typed where it was being written", 5000
+        )
+
     @Slot()
     def _prefill(self) -> None:
         if self.controller.is_generating or self.controller.is_loading:
@@ -709,6 +722,12 @@ class MainWindow(QMainWindow):
         self.editor.document().setModified(False)
         self._update_title()
         self._update_controls()
+        self._reset_document_status()
+
+    def _reset_document_status(self) -> None:
+        # The speed and context of the previous document's completion do not apply any more.
+        self.speed_label.clear()
+        self.context_view.refresh()
 
     def open_document_dialog(self) -> None:
         """Ask for a file and open it."""
@@ -741,6 +760,7 @@ class MainWindow(QMainWindow):
         self.editor.document().setModified(False)
         self._update_title()
         self._update_controls()
+        self._reset_document_status()
         if document.mixed_newlines:
             ending = "CRLF" if document.file_format.newline == "\r\n" else "LF"
             self.statusBar().showMessage(
@@ -780,10 +800,11 @@ class MainWindow(QMainWindow):
         self.autosave.adopt(journal)
         self._update_title()
         self._update_controls()
+        self._reset_document_status()
         log.info("Recovered %s from %s", journal.display_name, journal.path)
 
     def _recovered_format(self, journal: Journal) -> FileFormat:
-        # The journal holds text only. The file on disk is the version the text was last saved
+        # The journal contains text only. The file on disk is the version the text was last saved
         # as, so it supplies the encoding, or the Word package that a .docx save writes into.
         file_format = FileFormat(newline=journal.newline)
         path = journal.file_path

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QSizePolicy,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -58,6 +59,8 @@ class TemplatesPanel(QWidget):
         )
         self.errors_label = QLabel()
         self.errors_label.setWordWrap(True)
+        # A long file path must not widen the panel and squeeze the editor.
+        self.errors_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.errors_label.setVisible(False)
 
         layout = QVBoxLayout(self)
@@ -88,7 +91,11 @@ class TemplatesPanel(QWidget):
         self.tree.expandAll()
         if library.errors:
             lines = "\n".join(str(error) for error in library.errors)
-            self.errors_label.setText(f"Some templates were skipped:\n{lines}")
+            message = f"Some templates were skipped:\n{lines}"
+            # A zero-width space after each path separator lets a long path wrap.
+            wrappable = message.replace("/", "/\u200b").replace("\\", "\\\u200b")
+            self.errors_label.setText(wrappable)
+            self.errors_label.setToolTip(message)
             self.errors_label.setVisible(True)
         else:
             self.errors_label.setVisible(False)
