@@ -584,11 +584,14 @@ class MainWindow(QMainWindow):
         self._prefill_timer.start()
 
     @Slot(int, int, int)
-    def _stop_if_typed_into_completion(self, position: int, _removed: int, _added: int) -> None:
+    def _stop_if_typed_into_completion(self, position: int, _removed: int, added: int) -> None:
         # Typing where the completion is being written would interleave the user's letters with
-        # the model's tokens, so the completion stops and the user's text stays whole.
+        # the model's tokens, so the completion stops and the user's text stays whole. Deleting
+        # streamed text is not typing: the completion goes on, and its review mark follows.
         insertion = self._insertion
-        if insertion is None or insertion.inserting or not insertion.is_inside(position):
+        if insertion is None or insertion.inserting or added == 0:
+            return
+        if not insertion.is_inside(position):
             return
         self.stop()
         self.statusBar().showMessage(
