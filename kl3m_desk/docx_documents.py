@@ -196,8 +196,11 @@ class _Reader:
                 text.append("\t")
             elif name in ("br", "cr"):
                 kind = child.get(w("type"))
-                if kind in ("page", "column"):
-                    self.note("page or column break")
+                if kind == "page":
+                    # A form feed, as page breaks appear in plain text; saving writes it back.
+                    text.append("\f")
+                elif kind == "column":
+                    self.note("column break")
                     simple = False
                 else:
                     text.append("\n")
@@ -451,7 +454,7 @@ def _warning(name: str, document: Any, reader: _Reader) -> str:
             ("hyperlink", "hyperlinks"),
             ("field", "fields (their last result is shown)"),
             ("content control", "content controls"),
-            ("page or column break", "page breaks"),
+            ("column break", "column breaks"),
             ("tracked insertion", "tracked changes"),
             ("tracked deletion", "tracked deletions"),
             ("tracked formatting change", "tracked formatting changes"),

@@ -358,6 +358,9 @@ def test_control_characters_on_save(tmp_path: Path) -> None:
     breaks = [br.get(f"{W}type") for br in paragraph.iter(f"{W}br")]
     assert breaks == [None, "page"]
     assert paragraph_text(paragraph) == "Line onecontinuedNext page"
+    saved = tmp_path / "page break.docx"
+    saved.write_bytes(data)
+    assert read_docx(saved).text == "Line one\ncontinued\fNext page"
 
     with pytest.raises(DocxError, match="U\\+0007 on line 2"):
         render_docx(new_docx(""), "First\nBell \x07 here", [], set())
