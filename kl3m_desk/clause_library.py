@@ -77,7 +77,7 @@ class LibraryError(Exception):
 
 
 class Origin(Enum):
-    """Where a template in the library comes from."""
+    """The origin of a template in the library: built in, the user's own, or an override."""
 
     BUILT_IN = "built-in"
     USER = "yours"
@@ -85,7 +85,7 @@ class Origin(Enum):
 
 
 class Resolution(Enum):
-    """What importing does with a pack entry whose id is already in the library."""
+    """The action an import takes for a pack entry whose id is already in the library."""
 
     REPLACE = "replace"
     KEEP_BOTH = "keep both"
@@ -123,7 +123,7 @@ class PackEntry:
 
 @dataclass(frozen=True)
 class ImportReport:
-    """What an import did, one line per entry, by the entry's title."""
+    """The outcome of an import: one line per entry, by the entry's title."""
 
     added: tuple[str, ...]
     replaced: tuple[str, ...]
@@ -348,7 +348,7 @@ class ClauseLibrary:
         """Delete the user's template `template_id`.
 
         Deleting an override brings back the built-in template, which is returned. Built-in
-        templates cannot be deleted, and LibraryError says so.
+        templates cannot be deleted: for one of them, LibraryError is raised.
         """
         template = self.get(template_id)
         origin = self.origin(template)

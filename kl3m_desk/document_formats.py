@@ -21,7 +21,7 @@ from kl3m_desk.docx_saving import new_docx, save_docx
 
 @dataclass(frozen=True)
 class FileFormat:
-    """How the open document was read, and so how it is saved again."""
+    """The encoding and line ending, or the Word package, that the open document was read from."""
 
     newline: str = "\n"
     encoding: str = "utf-8"

@@ -194,7 +194,7 @@ def read_file_bytes(path: Path) -> bytes:
 
 
 def save_file_bytes(path: Path, data: bytes) -> None:
-    """Write a document's bytes atomically, raising DocumentError that says what to do."""
+    """Write a document's bytes atomically, raising DocumentError with the fix for the user."""
     try:
         write_bytes_atomically(path, data)
     except OSError as error:

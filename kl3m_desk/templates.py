@@ -165,7 +165,7 @@ def format_us_date(day: date) -> str:
 def parse_amount(text: str) -> Decimal:
     """Return the dollar amount that `text` spells, such as "$1,250,000" or "1250000.5".
 
-    Raises ValueError with a sentence that says what is wrong with `text`.
+    Raises ValueError with a sentence that names the problem with `text`.
     """
     cleaned = text.strip()
     if cleaned.startswith(("-", "(", "$-", "-$")):

@@ -328,7 +328,7 @@ class TemplateEditorDialog(QDialog):
 
 
 class ImportPackDialog(QDialog):
-    """Lists a pack's entries with what importing does to each, and asks about conflicts."""
+    """Dialog that lists a pack's entries and the action an import takes for each clash."""
 
     def __init__(self, path: Path, entries: list[PackEntry], parent: QWidget | None = None) -> None:
         super().__init__(parent)
