@@ -39,7 +39,7 @@ from typing import IO, Any
 
 from kl3m_desk import paths
 from kl3m_desk.review import ReviewFile, ReviewFileError, parse_review_file
-from kl3m_desk.settings import write_text_atomically
+from kl3m_desk.settings import backup_path, write_text_atomically
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ def find_recoverable(
 
 
 def _move_aside(path: Path) -> str:
-    backup = path.with_name(f"{path.name}.invalid-{time.strftime('%Y%m%d-%H%M%S')}")
+    backup = backup_path(path)
     try:
         path.replace(backup)
     except OSError as error:
